@@ -1,0 +1,165 @@
+//! `bench`: inference throughput of a TResNet at a batch size, input size, dtype and device, in
+//! timm's benchmark CSV columns.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use serde_json::json;
+use tresnet::weights::{model_config, resolve_weights};
+use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig};
+use tresnet_apps::cli::RuntimeFlags;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Measure TResNet inference throughput (timm benchmark CSV columns)",
+    long_about = "Runs forward passes on a fixed random batch after warm-up and reports images per \
+                  second and the mean step time. Weights are random (timm's initialisation) unless \
+                  --weights is given; speed does not depend on their values."
+)]
+struct Cli {
+    /// Architecture: tresnet_m, tresnet_l, tresnet_xl, tresnet_v2_l.
+    #[arg(long, default_value = "tresnet_m")]
+    backbone: String,
+    /// Optional weights (file, directory or cached hub id) instead of random ones.
+    #[arg(long)]
+    weights: Option<String>,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// Images per forward pass.
+    #[arg(short = 'b', long, default_value_t = 8)]
+    batch_size: usize,
+    /// Square input side.
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    /// Untimed passes first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed passes.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Keep batch norms unfolded.
+    #[arg(long)]
+    no_fold: bool,
+    /// csv (timm's columns) or json.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Omit the CSV header line.
+    #[arg(long)]
+    no_header: bool,
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("bench: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    cli.runtime.init_threads()?;
+    if cli.batch_size == 0 || cli.iters == 0 {
+        bail!("--batch-size and --iters must be at least 1");
+    }
+    let device = cli.runtime.device()?;
+    let dtype = cli.runtime.dtype()?;
+    let options = BuildOptions {
+        fold_batch_norm: !cli.no_fold,
+        ..BuildOptions::new(device.clone(), dtype)
+    };
+    let model = match &cli.weights {
+        Some(spec) => {
+            let resolved = resolve_weights(spec)?;
+            let config = model_config(Some(&cli.backbone), Some(&resolved), None)?;
+            TResNet::new(&config, &resolved.weights.state_dict, &options)?
+        }
+        None => TResNet::random(&TResNetConfig::variant(&cli.backbone)?, 0, &options)?,
+    };
+    let param_count = Manifest::of(&Layout::new(model.config())?).param_count();
+    let input = Tensor::rand(
+        0f32,
+        1f32,
+        (cli.batch_size, 3, cli.input_size, cli.input_size),
+        &Device::Cpu,
+    )?
+    .to_dtype(dtype)?
+    .to_device(&device)?;
+    model.check_input_shape(input.dims())?;
+
+    for _ in 0..cli.warmup {
+        step(&model, &input, &device)?;
+    }
+    let mut times = Vec::with_capacity(cli.iters);
+    for _ in 0..cli.iters {
+        let t = Instant::now();
+        step(&model, &input, &device)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let per_sec = cli.batch_size as f64 / mean;
+    eprintln!(
+        "bench: {} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
+        cli.backbone,
+        cli.batch_size,
+        cli.input_size,
+        cli.runtime.dtype,
+        cli.runtime.device,
+        mean * 1e3,
+        median * 1e3,
+        sorted[0] * 1e3,
+        times.len()
+    );
+    match cli.format.as_str() {
+        "csv" => {
+            if !cli.no_header {
+                println!(
+                    "model,infer_img_size,infer_batch_size,infer_samples_per_sec,infer_step_time,param_count"
+                );
+            }
+            println!(
+                "{},{},{},{:.2},{:.3},{:.2}",
+                cli.backbone,
+                cli.input_size,
+                cli.batch_size,
+                per_sec,
+                mean * 1e3,
+                param_count as f64 / 1e6
+            );
+        }
+        "json" => println!(
+            "{}",
+            json!({
+                "model": cli.backbone,
+                "infer_img_size": cli.input_size,
+                "infer_batch_size": cli.batch_size,
+                "infer_samples_per_sec": per_sec,
+                "infer_step_time": mean * 1e3,
+                "infer_step_time_median": median * 1e3,
+                "param_count": param_count,
+                "device": cli.runtime.device,
+                "dtype": cli.runtime.dtype,
+            })
+        ),
+        other => bail!("--format {other}: expected csv or json"),
+    }
+    Ok(())
+}
+
+/// One forward pass, waiting for the device to finish.
+fn step(model: &TResNet, input: &Tensor, device: &Device) -> Result<()> {
+    let logits = model.forward(input)?;
+    device.synchronize().context("device synchronize")?;
+    // Reading one value forces the computation on every backend.
+    let _ = logits
+        .flatten_all()?
+        .get(0)?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! # tresnet-apps
+//!
+//! The glue the command-line tools share: the common flags, loading a model bundle (weights,
+//! architecture, preprocessing, labels) with an embedded default, preparing image inputs, and
+//! writing outputs atomically. The binaries in `src/bin/` stay thin.
+
+pub mod cli;
+pub mod image_inputs;
+pub mod model_bundle;
+pub mod safetensors_output;

@@ -1,0 +1,86 @@
+//! Convolution + batch norm + activation (+ anti-aliasing), timm's `ConvNormAct`.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{BatchNormStats, BlurPool, LayerWeights, apply_activation, conv2d};
+use crate::error::Result;
+use crate::layout::{Activation, ConvNormActSpec};
+
+/// How the batch norm is applied.
+#[derive(Debug, Clone)]
+enum Norm {
+    /// Folded into the convolution: `W' = W · scale[o]`, plus this bias `(1, O, 1, 1)`.
+    Folded { bias: Tensor },
+    /// Applied after the convolution as `y · scale + shift`, both `(1, O, 1, 1)`.
+    Separate { scale: Tensor, shift: Tensor },
+}
+
+/// A stride-1 convolution without bias, its batch norm (folded or separate), an activation and an
+/// optional stride-2 blur: `(N, I, H, W)` → `(N, O, H, W)`, or `(N, O, ⌈H/2⌉, ⌈W/2⌉)` with the blur.
+#[derive(Debug, Clone)]
+pub struct ConvNormAct {
+    /// `(O, I, k, k)`; BN-scaled when folded.
+    weight: Tensor,
+    norm: Norm,
+    padding: usize,
+    activation: Activation,
+    blur: Option<BlurPool>,
+}
+
+impl ConvNormAct {
+    /// Builds the unit described by `spec` from `{prefix}.conv.weight` and `{prefix}.bn.*`.
+    pub fn load(spec: &ConvNormActSpec, weights: &LayerWeights<'_>) -> Result<Self> {
+        let conv_key = format!("{}.conv.weight", spec.prefix);
+        let stats = BatchNormStats::from_state_dict(weights.state, &format!("{}.bn", spec.prefix))?;
+        let (scale, shift) = stats.scale_shift();
+        let out = spec.out_channels;
+        let per_channel = |v: Vec<f64>| -> Result<Tensor> {
+            weights.place(&Tensor::from_vec(v, (1, out, 1, 1), &Device::Cpu)?)
+        };
+        let raw = weights.state.require(&conv_key)?;
+        let (weight, norm) = if weights.fold_batch_norm {
+            let scale = Tensor::from_vec(scale, (out, 1, 1, 1), &Device::Cpu)?;
+            let folded = raw.to_dtype(DType::F64)?.broadcast_mul(&scale)?;
+            (
+                weights.place(&folded)?,
+                Norm::Folded {
+                    bias: per_channel(shift)?,
+                },
+            )
+        } else {
+            (
+                weights.place(raw)?,
+                Norm::Separate {
+                    scale: per_channel(scale)?,
+                    shift: per_channel(shift)?,
+                },
+            )
+        };
+        let blur = if spec.anti_alias {
+            Some(BlurPool::new(weights.dtype, weights.device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            norm,
+            padding: spec.kernel_size / 2,
+            activation: spec.activation,
+            blur,
+        })
+    }
+
+    /// Applies the unit to `(N, I, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d(x, &self.weight, self.padding, 1)?;
+        let y = match &self.norm {
+            Norm::Folded { bias } => y.broadcast_add(bias)?,
+            Norm::Separate { scale, shift } => y.broadcast_mul(scale)?.broadcast_add(shift)?,
+        };
+        let y = apply_activation(&y, self.activation)?;
+        match &self.blur {
+            Some(blur) => blur.forward(&y),
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The classifier's fully connected layer.
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::{LayerWeights, matmul};
+use crate::error::Result;
+use crate::weights::{normal, uniform};
+
+/// `y = x · Wᵀ + b`: `(N, in)` → `(N, out)`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `(in, out)`: the stored `(out, in)` weight transposed once at load.
+    weight_t: Tensor,
+    /// `(1, out)`.
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Builds the layer from `{prefix}.weight` `(out, in)` and `{prefix}.bias` `(out)`.
+    pub fn load(prefix: &str, weights: &LayerWeights<'_>) -> Result<Self> {
+        let weight = weights.tensor(&format!("{prefix}.weight"))?;
+        let bias = weights.tensor(&format!("{prefix}.bias"))?;
+        let out = bias.dims1()?;
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias: bias.reshape((1, out))?,
+        })
+    }
+
+    /// A freshly initialised layer: weight `N(0, 0.01)` (timm's TResNet classifier init), bias
+    /// `U(-1/√in, 1/√in)` (PyTorch's default), from `seed`.
+    pub fn random(
+        in_features: usize,
+        out_features: usize,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let weight = normal(
+            &mut rng,
+            in_features * out_features,
+            0.01,
+            &[out_features, in_features],
+        )?;
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let bias = uniform(&mut rng, out_features, bound, &[1, out_features])?;
+        Ok(Self {
+            weight_t: weight
+                .t()?
+                .contiguous()?
+                .to_dtype(dtype)?
+                .to_device(device)?,
+            bias: bias.to_dtype(dtype)?.to_device(device)?,
+        })
+    }
+
+    /// Number of outputs.
+    pub fn out_features(&self) -> usize {
+        self.bias.dims()[1]
+    }
+
+    /// Applies the layer to `(N, in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(matmul(x, &self.weight_t)?.broadcast_add(&self.bias)?)
+    }
+}

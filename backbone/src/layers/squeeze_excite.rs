@@ -1,0 +1,61 @@
+//! Squeeze-and-excitation channel gating.
+
+use candle_core::{D, DType, Tensor};
+
+use super::{LayerWeights, matmul};
+use crate::error::Result;
+use crate::layout::SqueezeExciteSpec;
+
+/// `x · σ(W₂ · relu(W₁ · mean_hw(x) + b₁) + b₂)` on `(N, C, H, W)`, shape preserved; `W₁` is
+/// `(hidden, C)`, `W₂` is `(C, hidden)` (timm stores them as 1×1 convs).
+#[derive(Debug, Clone)]
+pub struct SqueezeExcite {
+    /// `(C, hidden)`: `fc1.weight` transposed for a right-multiplication.
+    fc1_t: Tensor,
+    /// `(1, hidden)`.
+    fc1_bias: Tensor,
+    /// `(hidden, C)`.
+    fc2_t: Tensor,
+    /// `(1, C)`.
+    fc2_bias: Tensor,
+}
+
+impl SqueezeExcite {
+    /// Builds the module from `{prefix}.fc1.*` and `{prefix}.fc2.*`.
+    pub fn load(spec: &SqueezeExciteSpec, weights: &LayerWeights<'_>) -> Result<Self> {
+        let p = &spec.prefix;
+        let matrix = |key: String, rows: usize, cols: usize| -> Result<Tensor> {
+            Ok(weights
+                .tensor(&key)?
+                .reshape((rows, cols))?
+                .t()?
+                .contiguous()?)
+        };
+        let row = |key: String, n: usize| -> Result<Tensor> {
+            Ok(weights.tensor(&key)?.reshape((1, n))?)
+        };
+        Ok(Self {
+            fc1_t: matrix(format!("{p}.fc1.weight"), spec.hidden, spec.channels)?,
+            fc1_bias: row(format!("{p}.fc1.bias"), spec.hidden)?,
+            fc2_t: matrix(format!("{p}.fc2.weight"), spec.channels, spec.hidden)?,
+            fc2_bias: row(format!("{p}.fc2.bias"), spec.channels)?,
+        })
+    }
+
+    /// Gates the channels of `(N, C, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, _, _) = x.dims4()?;
+        // The squeeze accumulates in f32 even for half-precision activations.
+        let squeezed = x
+            .to_dtype(DType::F32)?
+            .flatten_from(2)?
+            .mean(D::Minus1)?
+            .to_dtype(x.dtype())?;
+        let hidden = matmul(&squeezed, &self.fc1_t)?
+            .broadcast_add(&self.fc1_bias)?
+            .relu()?;
+        let gate =
+            candle_nn::ops::sigmoid(&matmul(&hidden, &self.fc2_t)?.broadcast_add(&self.fc2_bias)?)?;
+        Ok(x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)?)
+    }
+}

@@ -1,0 +1,291 @@
+//! The TResNet network.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::blocks::ResidualBlock;
+use crate::build_options::BuildOptions;
+use crate::config::TResNetConfig;
+use crate::error::{Error, Result};
+use crate::features::{FeatureInfo, FeatureMap, Features};
+use crate::layers::{ConvNormAct, LayerWeights, Linear, global_pool, space_to_depth};
+use crate::layout::Layout;
+use crate::manifest::Manifest;
+use crate::weights::{StateDict, check_state_dict, random_state_dict};
+
+/// Smallest input side: the blur before stage 4 needs a map of at least 2×2 (⌈H/16⌉ ≥ 2).
+pub const MIN_INPUT_SIDE: usize = 20;
+
+/// A stage: its blocks and geometry.
+#[derive(Debug, Clone)]
+struct Stage {
+    info: FeatureInfo,
+    blocks: Vec<ResidualBlock>,
+}
+
+/// A TResNet (timm `TResNet`), ready for inference on one device in one dtype.
+///
+/// Input: `(N, in_chans, H, W)` images in `[0, 1]` (TResNet uses mean 0 / std 1), `H` and `W`
+/// multiples of 4 and at least [`MIN_INPUT_SIDE`].
+#[derive(Debug, Clone)]
+pub struct TResNet {
+    config: TResNetConfig,
+    layout: Layout,
+    stem: ConvNormAct,
+    stages: Vec<Stage>,
+    classifier: Option<Linear>,
+    options: BuildOptions,
+}
+
+/// Outputs of one full forward pass.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// Stem and stage maps.
+    pub features: Features,
+    /// `(N, num_features)`: the globally pooled last map.
+    pub pre_logits: Tensor,
+    /// `(N, num_classes)`, absent when the network has no classifier.
+    pub logits: Option<Tensor>,
+}
+
+impl TResNet {
+    /// Builds the network from a timm-named state dict, strictly: every tensor the architecture
+    /// needs must be present with the right shape and nothing else may be there (the error lists
+    /// every offending name). `num_batches_tracked` counters may be absent.
+    pub fn new(config: &TResNetConfig, state: &StateDict, options: &BuildOptions) -> Result<Self> {
+        let layout = Layout::new(config)?;
+        check_state_dict(&Manifest::of(&layout), state)?;
+        Self::build(config.clone(), layout, state, options)
+    }
+
+    /// A network with seeded random weights initialised as timm does (for benchmarks and
+    /// training from scratch).
+    pub fn random(config: &TResNetConfig, seed: u64, options: &BuildOptions) -> Result<Self> {
+        let layout = Layout::new(config)?;
+        let state = random_state_dict(&layout, seed)?;
+        Self::build(config.clone(), layout, &state, options)
+    }
+
+    fn build(
+        config: TResNetConfig,
+        layout: Layout,
+        state: &StateDict,
+        options: &BuildOptions,
+    ) -> Result<Self> {
+        let weights = LayerWeights {
+            state,
+            dtype: options.dtype,
+            device: &options.device,
+            fold_batch_norm: options.fold_batch_norm,
+        };
+        let stem = ConvNormAct::load(&layout.stem, &weights)?;
+        let stages = layout
+            .stages
+            .iter()
+            .map(|spec| {
+                Ok(Stage {
+                    info: FeatureInfo {
+                        name: spec.name.clone(),
+                        channels: spec.out_channels,
+                        stride: spec.stride,
+                    },
+                    blocks: spec
+                        .blocks
+                        .iter()
+                        .map(|b| ResidualBlock::load(b, &weights))
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let classifier = layout
+            .classifier
+            .as_ref()
+            .map(|c| Linear::load(&c.prefix, &weights))
+            .transpose()?;
+        Ok(Self {
+            config,
+            layout,
+            stem,
+            stages,
+            classifier,
+            options: options.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &TResNetConfig {
+        &self.config
+    }
+
+    /// The layer plan (names and channel counts).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.options.dtype
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.options.device
+    }
+
+    /// Whether batch norms were folded into the convolutions.
+    pub fn is_folded(&self) -> bool {
+        self.options.fold_batch_norm
+    }
+
+    /// Channels of the last feature map.
+    pub fn num_features(&self) -> usize {
+        self.layout.num_features
+    }
+
+    /// Width of the pooled vector fed to the classifier.
+    pub fn pooled_width(&self) -> usize {
+        self.config
+            .global_pool
+            .output_width(self.layout.num_features)
+    }
+
+    /// Classifier outputs (0 without a classifier).
+    pub fn num_classes(&self) -> usize {
+        self.classifier.as_ref().map_or(0, Linear::out_features)
+    }
+
+    /// Geometry of the stem and the four stages.
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        let stem = FeatureInfo {
+            name: "stem".into(),
+            channels: self.layout.stem.out_channels,
+            stride: 4,
+        };
+        std::iter::once(stem)
+            .chain(self.stages.iter().map(|s| s.info.clone()))
+            .collect()
+    }
+
+    /// Checks an input shape before any work, so a wrong size fails with a clear message.
+    pub fn check_input_shape(&self, dims: &[usize]) -> Result<()> {
+        let reject = |reason: String| {
+            Err(Error::InputShape {
+                shape: dims.to_vec(),
+                reason,
+            })
+        };
+        let &[n, c, h, w] = dims else {
+            return reject("expected a batch of images (N, C, H, W)".into());
+        };
+        if n == 0 {
+            return reject("the batch is empty".into());
+        }
+        if c != self.config.in_chans {
+            return reject(format!(
+                "the network takes {} channels",
+                self.config.in_chans
+            ));
+        }
+        if h % 4 != 0 || w % 4 != 0 {
+            return reject(format!(
+                "height {h} and width {w} must be multiples of 4 (space-to-depth stem); resize to \
+                 e.g. {}×{}",
+                h.next_multiple_of(4),
+                w.next_multiple_of(4)
+            ));
+        }
+        if h < MIN_INPUT_SIDE || w < MIN_INPUT_SIDE {
+            return reject(format!(
+                "sides must be at least {MIN_INPUT_SIDE} pixels (the stride-16 map must be 2×2 \
+                 or larger)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves an input to the network's device and dtype after checking its shape.
+    fn prepare_input(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input_shape(x.dims())?;
+        Ok(x.to_device(&self.options.device)?
+            .to_dtype(self.options.dtype)?)
+    }
+
+    /// Runs the body: `(N, C, H, W)` → stem map (stride 4) and the four stage maps
+    /// (strides 4, 8, 16, 32).
+    pub fn forward_features(&self, x: &Tensor) -> Result<Features> {
+        let x = self.prepare_input(x)?;
+        let stem = self.stem.forward(&space_to_depth(&x)?)?;
+        let mut current = stem.clone();
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            for block in &stage.blocks {
+                current = block.forward(&current)?;
+            }
+            stages.push(FeatureMap {
+                name: stage.info.name.clone(),
+                tensor: current.clone(),
+                channels: stage.info.channels,
+                stride: stage.info.stride,
+            });
+        }
+        Ok(Features {
+            stem: FeatureMap {
+                name: "stem".into(),
+                tensor: stem,
+                channels: self.layout.stem.out_channels,
+                stride: 4,
+            },
+            stages,
+        })
+    }
+
+    /// Global pooling of the last map: `(N, C, h, w)` → `(N, pooled_width)`.
+    pub fn pre_logits(&self, last: &Tensor) -> Result<Tensor> {
+        global_pool(last, self.config.global_pool)
+    }
+
+    /// The classifier on pooled features: `(N, pooled_width)` → `(N, num_classes)`, or `None`
+    /// without a classifier.
+    pub fn classify(&self, pooled: &Tensor) -> Result<Option<Tensor>> {
+        self.classifier
+            .as_ref()
+            .map(|fc| fc.forward(pooled))
+            .transpose()
+    }
+
+    /// Everything at once: feature maps, pooled features and logits.
+    pub fn forward_all(&self, x: &Tensor) -> Result<ModelOutput> {
+        let features = self.forward_features(x)?;
+        let pre_logits = self.pre_logits(features.last())?;
+        let logits = self.classify(&pre_logits)?;
+        Ok(ModelOutput {
+            features,
+            pre_logits,
+            logits,
+        })
+    }
+
+    /// Logits `(N, num_classes)`, or pooled features `(N, pooled_width)` when the network has no
+    /// classifier (as timm's `forward` with `num_classes=0`).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let out = self.forward_all(x)?;
+        Ok(out.logits.unwrap_or(out.pre_logits))
+    }
+
+    /// Replaces the classifier by a freshly initialised one with `num_classes` outputs
+    /// (`N(0, 0.01)` weights, as timm), or removes it when `num_classes` is 0.
+    pub fn reset_classifier(&mut self, num_classes: usize, seed: u64) -> Result<()> {
+        self.config.num_classes = num_classes;
+        self.layout = Layout::new(&self.config)?;
+        self.classifier = match &self.layout.classifier {
+            None => None,
+            Some(spec) => Some(Linear::random(
+                spec.in_features,
+                spec.num_classes,
+                seed,
+                self.options.dtype,
+                &self.options.device,
+            )?),
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Decoding image files to upright 8-bit RGB, the way PIL's `Image.open(p)` + EXIF transpose +
+//! `convert('RGB')` sees them.
+
+use std::io::{BufReader, Cursor, Read};
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::error::{DataError, Result};
+
+/// Limits that keep a hostile or broken file from exhausting memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest accepted width × height (default 178,956,970, twice PIL's `MAX_IMAGE_PIXELS`, the
+    /// size at which PIL refuses an image as a decompression bomb).
+    pub max_pixels: u64,
+    /// Largest accepted file size in bytes (default 512 MiB).
+    pub max_file_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 178_956_970,
+            max_file_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Decodes `path` (JPEG, PNG, WebP, BMP, TIFF, GIF's first frame; the format is read from the
+/// content, not the extension) into an upright RGB8 image: EXIF orientation applied; grayscale,
+/// palette, alpha (dropped, as PIL's `convert('RGB')`), 16-bit and CMYK converted to RGB8.
+pub fn decode_rgb8(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > limits.max_file_bytes {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "file is {size} bytes, above the limit of {} bytes",
+                limits.max_file_bytes
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    BufReader::new(file)
+        .read_to_end(&mut bytes)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    decode_rgb8_bytes(&bytes, path, limits)
+}
+
+/// [`decode_rgb8`] on bytes already in memory; `path` is used in messages only.
+pub fn decode_rgb8_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
+    let fail = |reason: String| DataError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(fail(
+            "not an image in a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF)".into(),
+        ));
+    }
+    // The JPEG decoder fills a cut-off scan with grey instead of failing; PIL refuses such files
+    // ("image file is truncated"), and so do we.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_scan_is_terminated(bytes) {
+        return Err(fail(
+            "truncated JPEG: the data ends before the end-of-image marker".into(),
+        ));
+    }
+    // PNG's decoder reads up to the first image data before it reports a size, so check the
+    // header's declared size first: a bomb is refused before any of its data is touched.
+    if reader.format() == Some(ImageFormat::Png)
+        && let Some((width, height)) = png_declared_size(bytes)
+    {
+        check_pixels(width, height, path, limits)?;
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, path, limits)?;
+    let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+/// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`).
+/// Entropy-coded data never holds `FF` followed by a marker byte other than restart markers, so a
+/// file cut inside its last scan has no `FF D9` after that scan's header.
+fn jpeg_scan_is_terminated(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+fn check_pixels(width: u32, height: u32, path: &Path, limits: &DecodeLimits) -> Result<()> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{width}×{height} = {pixels} pixels exceeds the limit of {} (possible \
+                 decompression bomb)",
+                limits.max_pixels
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Width and height from a PNG's IHDR chunk (bytes 16..24 after the signature and chunk header).
+fn png_declared_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let be =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Some((be(16), be(20)))
+}

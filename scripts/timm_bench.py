@@ -1,0 +1,53 @@
+"""Time timm's TResNet on PyTorch with the same protocol as our `bench` app.
+
+Random weights (timm's init, pretrained=False), a fixed uniform [0, 1) batch, eval mode under
+torch.inference_mode, `warmup` untimed passes, then the mean over `iters` timed passes.
+Prints one CSV row in timm's benchmark columns:
+model,infer_img_size,infer_batch_size,infer_samples_per_sec,infer_step_time,param_count
+"""
+import argparse
+import time
+
+import timm
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("--model", default="tresnet_m")
+p.add_argument("--batch-size", type=int, default=8)
+p.add_argument("--img-size", type=int, default=224)
+p.add_argument("--threads", type=int, default=0)
+p.add_argument("--warmup", type=int, default=3)
+p.add_argument("--iters", type=int, default=10)
+p.add_argument("--device", default="cpu")
+p.add_argument("--amp", action="store_true", help="float16 autocast (GPU)")
+p.add_argument("--channels-last", action="store_true")
+args = p.parse_args()
+
+if args.threads > 0:
+    torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+model = timm.create_model(args.model, pretrained=False).eval().to(args.device)
+x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=args.device)
+if args.channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+params = sum(p.numel() for p in model.parameters())
+
+
+def step():
+    with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
+        out = model(x)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out
+
+
+for _ in range(args.warmup):
+    step()
+times = []
+for _ in range(args.iters):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+mean = sum(times) / len(times)
+print(f"{args.model},{args.img_size},{args.batch_size},{args.batch_size / mean:.2f},{mean * 1e3:.3f},{params / 1e6:.2f}")

@@ -1,0 +1,103 @@
+//! Helpers shared by the parity tests: fixture paths, fixture tensors, tolerance checks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use tresnet::weights::StateDict;
+
+/// Path of a file under `tests/fixtures/`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Every tensor of a fixture safetensors file, on the CPU.
+pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
+    let path = fixture_path(name);
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// The `state.<timm key>` tensors of a tiny-network fixture, prefix removed.
+pub fn fixture_state_dict(tensors: &HashMap<String, Tensor>) -> StateDict {
+    tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("state.").map(|k| (k.to_string(), v.clone())))
+        .collect()
+}
+
+/// A fixture's `config.json` text.
+pub fn fixture_text(name: &str) -> String {
+    let path = fixture_path(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// Largest absolute difference between two tensors of the same shape (compared in f64).
+pub fn max_abs_diff(actual: &Tensor, expected: &Tensor) -> f64 {
+    assert_eq!(actual.dims(), expected.dims(), "shape mismatch");
+    let a = actual.to_dtype(DType::F64).unwrap();
+    let e = expected.to_dtype(DType::F64).unwrap();
+    (a - e)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Asserts `|actual - expected| <= atol + rtol * |expected|` element-wise, reporting the worst
+/// element; returns the largest absolute difference.
+pub fn assert_close(actual: &Tensor, expected: &Tensor, atol: f64, rtol: f64, what: &str) -> f64 {
+    assert_eq!(
+        actual.dims(),
+        expected.dims(),
+        "{what}: shape {:?} differs from the reference {:?}",
+        actual.dims(),
+        expected.dims()
+    );
+    let a: Vec<f64> = actual
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let e: Vec<f64> = expected
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut worst = (0usize, 0.0f64, f64::NEG_INFINITY);
+    let mut max_abs = 0.0f64;
+    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+        let diff = (x - y).abs();
+        assert!(
+            diff.is_finite(),
+            "{what}: non-finite value at {i}: {x} vs {y}"
+        );
+        max_abs = max_abs.max(diff);
+        let excess = diff - (atol + rtol * y.abs());
+        if excess > worst.2 {
+            worst = (i, diff, excess);
+        }
+    }
+    assert!(
+        worst.2 <= 0.0,
+        "{what}: element {} differs by {:e} (actual {}, reference {}); tolerance atol {atol:e} + \
+         rtol {rtol:e}",
+        worst.0,
+        worst.1,
+        a[worst.0],
+        e[worst.0]
+    );
+    max_abs
+}
