@@ -1,67 +1,42 @@
-//! Turning image files into network inputs in parallel, keeping every failure with its file.
+//! Where apps find their images: the embedded examples, or a walk of the user's folder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
-use rayon::prelude::*;
-use tresnet_data::{
-    DataError, DecodeLimits, PreprocessConfig, decode_rgb8, decode_rgb8_bytes, preprocess,
-};
-
-/// Where an image comes from.
-#[derive(Debug, Clone)]
-pub enum ImageSource {
-    /// A file on disk.
-    File(PathBuf),
-    /// Bytes compiled into the binary (the embedded examples).
-    Embedded {
-        /// A file-like name for reports.
-        name: &'static str,
-        /// The encoded image.
-        bytes: &'static [u8],
-    },
-}
-
-impl ImageSource {
-    /// The name used in reports.
-    pub fn name(&self) -> String {
-        match self {
-            ImageSource::File(p) => p.display().to_string(),
-            ImageSource::Embedded { name, .. } => format!("embedded:{name}"),
-        }
-    }
-}
+use anyhow::{Result, bail};
+use tresnet_data::{ImageSource, PhotoWalk, walk_photos};
 
 /// Example photos compiled into the binary, used when an app is run without inputs.
 pub fn embedded_examples() -> Vec<ImageSource> {
+    let example = |name: &str, bytes: &'static [u8]| ImageSource::Bytes {
+        name: format!("embedded:{name}"),
+        bytes: Arc::from(bytes),
+    };
     vec![
-        ImageSource::Embedded {
-            name: "astronaut.jpg",
-            bytes: include_bytes!("../assets/examples/astronaut.jpg"),
-        },
-        ImageSource::Embedded {
-            name: "chelsea.png",
-            bytes: include_bytes!("../assets/examples/chelsea.png"),
-        },
+        example(
+            "astronaut.jpg",
+            include_bytes!("../assets/examples/astronaut.jpg"),
+        ),
+        example(
+            "chelsea.png",
+            include_bytes!("../assets/examples/chelsea.png"),
+        ),
     ]
 }
 
-/// Decodes and preprocesses every source (in parallel, results in input order): each entry is the
-/// `(3, H, W)` CHW floats or the error that names the file.
-pub fn prepare_images(
-    sources: &[ImageSource],
-    cfg: &PreprocessConfig,
-    limits: &DecodeLimits,
-) -> Vec<Result<Vec<f32>, DataError>> {
-    sources
-        .par_iter()
-        .map(|source| {
-            let image = match source {
-                ImageSource::File(path) => decode_rgb8(path, limits)?,
-                ImageSource::Embedded { name, bytes } => {
-                    decode_rgb8_bytes(bytes, Path::new(name), limits)?
-                }
-            };
-            preprocess(&image, cfg)
-        })
-        .collect()
+/// The images under `root` (a folder searched recursively, or one file), with the walk's counts
+/// of what was left out; an error when there is nothing to process.
+pub fn images_under(root: &Path) -> Result<(Vec<ImageSource>, PhotoWalk)> {
+    if !root.exists() {
+        bail!("{}: no such file or directory", root.display());
+    }
+    let mut walk = walk_photos(root);
+    if walk.images.is_empty() {
+        bail!("{}: no image files found", root.display());
+    }
+    let images = std::mem::take(&mut walk.images)
+        .into_iter()
+        .map(ImageSource::File)
+        .collect();
+    Ok((images, walk))
 }

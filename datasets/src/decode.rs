@@ -98,7 +98,33 @@ pub fn decode_rgb8_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Re
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
     image.apply_orientation(orientation);
-    Ok(image.into_rgb8())
+    Ok(to_rgb8_like_pillow(image))
+}
+
+/// `convert('RGB')` as Pillow does it. Pillow keeps the high byte of 16-bit colour channels
+/// (`v >> 8`) but opens 16-bit grayscale as mode `I;16` and *clips* it at 255 when converting;
+/// alpha is dropped, not composited. Everything else converts as the `image` crate does.
+fn to_rgb8_like_pillow(image: DynamicImage) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    match image {
+        DynamicImage::ImageLuma16(gray) => RgbImage::from_fn(w, h, |x, y| {
+            let v = gray.get_pixel(x, y)[0].min(255) as u8;
+            image::Rgb([v, v, v])
+        }),
+        DynamicImage::ImageLumaA16(gray) => RgbImage::from_fn(w, h, |x, y| {
+            let v = (gray.get_pixel(x, y)[0] >> 8) as u8;
+            image::Rgb([v, v, v])
+        }),
+        DynamicImage::ImageRgb16(rgb) => RgbImage::from_fn(w, h, |x, y| {
+            let p = rgb.get_pixel(x, y);
+            image::Rgb([(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+        }),
+        DynamicImage::ImageRgba16(rgba) => RgbImage::from_fn(w, h, |x, y| {
+            let p = rgba.get_pixel(x, y);
+            image::Rgb([(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+        }),
+        other => other.into_rgb8(),
+    }
 }
 
 /// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`).

@@ -29,6 +29,22 @@ pub enum DataError {
         /// Which limit, and by how much.
         reason: String,
     },
+    /// An annotation file is malformed or inconsistent.
+    #[error("{path}: {reason}")]
+    Annotations {
+        /// The annotation file.
+        path: PathBuf,
+        /// What is wrong, naming the offending entry.
+        reason: String,
+    },
+    /// A path inside a dataset would leave the dataset's root.
+    #[error("{path}: refused: `{entry}` escapes the image root (absolute or `..` path)")]
+    EscapesRoot {
+        /// The file that named it.
+        path: PathBuf,
+        /// The offending entry.
+        entry: String,
+    },
     /// A preprocessing configuration is invalid.
     #[error("invalid preprocessing configuration: {0}")]
     Config(String),

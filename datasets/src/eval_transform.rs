@@ -41,8 +41,20 @@ fn resize(
     height: usize,
     filter: Interpolation,
 ) -> Result<RgbImage> {
+    resize_region(image, None, width, height, filter)
+}
+
+/// Resizes the region `(left, top, width, height)` of `image` (all of it when `None`) to
+/// `width × height`, antialiased as Pillow does.
+pub(crate) fn resize_region(
+    image: &RgbImage,
+    region: Option<(f64, f64, f64, f64)>,
+    width: usize,
+    height: usize,
+    filter: Interpolation,
+) -> Result<RgbImage> {
     let (w0, h0) = image.dimensions();
-    if (w0 as usize, h0 as usize) == (width, height) {
+    if region.is_none() && (w0 as usize, h0 as usize) == (width, height) {
         return Ok(image.clone());
     }
     let src = ImageRef::new(w0, h0, image.as_raw(), PixelType::U8x3)
@@ -52,12 +64,12 @@ fn resize(
         Interpolation::Bilinear => FilterType::Bilinear,
         Interpolation::Bicubic => FilterType::CatmullRom,
     };
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+    if let Some((left, top, w, h)) = region {
+        options = options.crop(left, top, w, h);
+    }
     Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
-        )
+        .resize(&src, &mut dst, &options)
         .map_err(|e| DataError::Config(format!("resize to {width}×{height}: {e}")))?;
     RgbImage::from_raw(width as u32, height as u32, dst.into_vec())
         .ok_or_else(|| DataError::Config("resize produced a buffer of the wrong size".into()))

@@ -8,14 +8,34 @@
 //! This crate depends on no model crate; preprocessing is described by [`PreprocessConfig`], read
 //! from a model's `pretrained_cfg`.
 
+mod box_transform;
+pub mod coco;
 mod decode;
 mod error;
 mod eval_transform;
+mod image_folder;
+mod image_list_dataset;
+mod loader;
 mod photo_walk;
 mod preprocess_config;
+mod rand_augment;
+mod safe_path;
+mod synthetic;
+mod train_transform;
 
+pub use box_transform::{BoxXyxy, Placement, hflip_with_boxes, letterbox, squish};
 pub use decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
 pub use error::{DataError, Result};
 pub use eval_transform::{preprocess, resize_for_model, stack_batch, to_chw_floats};
+pub use image_folder::ImageFolder;
+pub use image_list_dataset::{ImageListDataset, ImageSource, ImageTransform};
+pub use loader::{BadItemPolicy, Batch, Dataset, Loader, LoaderOptions};
 pub use photo_walk::{IMAGE_EXTENSIONS, PhotoWalk, has_image_extension, walk_photos};
 pub use preprocess_config::{Interpolation, PreprocessConfig, ResizeMode};
+pub use rand_augment::{AugmentOp, RAND_AUGMENT_OPS, RandAugment, apply_op};
+pub use safe_path::join_inside;
+pub use synthetic::{
+    SHAPES, Shape, SyntheticCoco, SyntheticConfig, SyntheticFormat, SyntheticObject, render_scene,
+    write_synthetic_coco, write_synthetic_image_folder,
+};
+pub use train_transform::{TrainCrop, TrainTransform, cutout, random_resized_crop};

@@ -12,12 +12,15 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
 use tresnet_apps::cli::{ModelFlags, RuntimeFlags};
-use tresnet_apps::image_inputs::{ImageSource, embedded_examples, prepare_images};
+use tresnet_apps::image_inputs::{embedded_examples, images_under};
 use tresnet_apps::model_bundle::{
     ModelBundle, PreprocessOverrides, load_bundle, parse_resize_mode,
 };
 use tresnet_apps::safetensors_output::write_safetensors;
-use tresnet_data::{DecodeLimits, PreprocessConfig, walk_photos};
+use tresnet_data::{
+    DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
+    PreprocessConfig,
+};
 
 /// The outputs `embed` can write, in file order.
 const OUTPUT_NAMES: &[&str] = &[
@@ -159,28 +162,37 @@ fn run(cli: Cli) -> Result<()> {
             max_pixels: cli.max_pixels.unwrap_or(DecodeLimits::default().max_pixels),
             ..DecodeLimits::default()
         };
-        for chunk in sources.chunks(cli.batch_size) {
-            let mut ready = Vec::with_capacity(chunk.len());
-            for (source, prepared) in
-                chunk
-                    .iter()
-                    .zip(prepare_images(chunk, &bundle.preprocess, &limits))
-            {
-                match prepared {
-                    Ok(floats) => {
-                        files.push(source.name());
-                        ready.push(floats);
-                    }
-                    Err(err) => {
-                        eprintln!("embed: skipped: {err}");
-                        skipped.push(json!({"file": source.name(), "error": err.to_string()}));
-                    }
-                }
+        let dataset = ImageListDataset {
+            items: sources
+                .into_iter()
+                .map(|s| (s, ()))
+                .collect::<Vec<(ImageSource, ())>>(),
+            transform: ImageTransform::Eval(bundle.preprocess.clone()),
+            limits,
+        };
+        let names: Vec<String> = dataset.items.iter().map(|(s, _)| s.name()).collect();
+        let options = LoaderOptions {
+            batch_size: cli.batch_size,
+            workers: cli
+                .runtime
+                .workers
+                .unwrap_or(LoaderOptions::default().workers),
+            ..LoaderOptions::default()
+        };
+        // Workers decode the next batches while the model runs on this one.
+        for batch in Loader::new(std::sync::Arc::new(dataset), &options)? {
+            let batch = batch?;
+            for (index, err) in &batch.skipped {
+                eprintln!("embed: skipped: {err}");
+                skipped.push(json!({"file": names[*index], "error": err.to_string()}));
             }
-            if !ready.is_empty() {
-                let batch = tresnet_data::stack_batch(&ready, &bundle.preprocess, &Device::Cpu)?;
-                collected.push(&bundle, &batch)?;
+            if batch.items.is_empty() {
+                continue;
             }
+            files.extend(batch.items.iter().map(|(i, _)| names[*i].clone()));
+            let floats: Vec<Vec<f32>> = batch.items.into_iter().map(|(_, (f, ()))| f).collect();
+            let tensor = tresnet_data::stack_batch(&floats, &bundle.preprocess, &Device::Cpu)?;
+            collected.push(&bundle, &tensor)?;
         }
         if files.is_empty() {
             bail!("no image could be read ({} skipped)", skipped.len());
@@ -268,10 +280,7 @@ fn image_sources(input: Option<&Path>) -> Result<Vec<ImageSource>> {
     let Some(root) = input else {
         return Ok(embedded_examples());
     };
-    if !root.exists() {
-        bail!("--input {}: no such file or directory", root.display());
-    }
-    let walk = walk_photos(root);
+    let (images, walk) = images_under(root).with_context(|| "--input".to_string())?;
     for (path, reason) in &walk.unreadable {
         eprintln!("embed: cannot read {}: {reason}", path.display());
     }
@@ -283,10 +292,7 @@ fn image_sources(input: Option<&Path>) -> Result<Vec<ImageSource>> {
             root.display()
         );
     }
-    if walk.images.is_empty() {
-        bail!("--input {}: no image files found", root.display());
-    }
-    Ok(walk.images.into_iter().map(ImageSource::File).collect())
+    Ok(images)
 }
 
 fn describe_preprocess(cfg: &PreprocessConfig) -> String {
