@@ -22,11 +22,26 @@ impl Linear {
     pub fn load(prefix: &str, weights: &LayerWeights<'_>) -> Result<Self> {
         let weight = weights.tensor(&format!("{prefix}.weight"))?;
         let bias = weights.tensor(&format!("{prefix}.bias"))?;
+        Self::from_tensors(&weight, &bias)
+    }
+
+    /// A layer from a `(out, in)` weight and an `(out)` bias already in place (dtype, device).
+    pub fn from_tensors(weight: &Tensor, bias: &Tensor) -> Result<Self> {
         let out = bias.dims1()?;
         Ok(Self {
             weight_t: weight.t()?.contiguous()?,
             bias: bias.reshape((1, out))?,
         })
+    }
+
+    /// Applies the layer over the last dimension of any `(…, in)` tensor.
+    pub fn forward_any(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = self.forward(&x.reshape((rows, dims[dims.len() - 1]))?)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least one dimension") = self.out_features();
+        Ok(y.reshape(out_dims)?)
     }
 
     /// A freshly initialised layer: weight `N(0, 0.01)` (timm's TResNet classifier init), bias
