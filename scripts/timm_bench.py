@@ -21,6 +21,7 @@ p.add_argument("--iters", type=int, default=10)
 p.add_argument("--device", default="cpu")
 p.add_argument("--amp", action="store_true", help="float16 autocast (GPU)")
 p.add_argument("--channels-last", action="store_true")
+p.add_argument("--train", action="store_true", help="time forward + cross-entropy + backward + SGD steps")
 args = p.parse_args()
 
 if args.threads > 0:
@@ -34,9 +35,25 @@ if args.channels_last:
 params = sum(p.numel() for p in model.parameters())
 
 
+if args.train:
+    model.train()
+    targets = torch.arange(args.batch_size, device=args.device) % 1000
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(enabled=args.amp)
+
+
 def step():
-    with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
-        out = model(x)
+    if args.train:
+        with torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
+            loss = torch.nn.functional.cross_entropy(model(x), targets)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        out = loss
+    else:
+        with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
+            out = model(x)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     return out

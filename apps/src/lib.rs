@@ -8,3 +8,4 @@ pub mod cli;
 pub mod image_inputs;
 pub mod model_bundle;
 pub mod safetensors_output;
+pub mod training;

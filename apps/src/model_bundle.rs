@@ -1,14 +1,19 @@
 //! A runnable model with what it needs around it: preprocessing and label names, resolved from the
 //! flags, the weights' `config.json`, the published tag, or the embedded default.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use candle_core::Device;
 use tresnet::pretrained::find_pretrained;
-use tresnet::weights::{ResolvedWeights, StateDict, model_config, resolve_weights};
+use tresnet::weights::{
+    ResolvedWeights, StateDict, model_config, resolve_weights, temporary_sibling,
+};
 use tresnet::{BuildOptions, HubConfig, TResNet, TResNetConfig};
 use tresnet_data::{PreprocessConfig, ResizeMode};
 
 use crate::cli::{ModelFlags, RuntimeFlags};
+use crate::training::TaskKind;
 
 /// The embedded default model: a tiny TResNet (layers [1,2,2,1], width 0.125, 10 classes, random
 /// weights, timm's own outputs pinned in `tests/fixtures/tiny_v1.safetensors`) in bundle form.
@@ -149,4 +154,55 @@ fn load_embedded(options: &BuildOptions, overrides: &PreprocessOverrides) -> Res
         labels: hub.label_names,
         source: EMBEDDED_NAME.into(),
     })
+}
+
+/// What a bundle's `config.json` says besides the weights.
+#[derive(Debug, Clone)]
+pub struct BundleInfo {
+    /// The architecture.
+    pub config: tresnet::TResNetConfig,
+    /// Single- or multi-label.
+    pub task: TaskKind,
+    /// Class names.
+    pub class_names: Vec<String>,
+    /// Evaluation preprocessing.
+    pub preprocess: PreprocessConfig,
+    /// Calibrated per-class thresholds (multi-label).
+    pub thresholds: Option<Vec<f32>>,
+}
+
+/// Writes a bundle directory: `model.safetensors` + a timm-style `config.json` (architecture and
+/// every `model_args`, classes, label names, preprocessing, task, thresholds), each written to a
+/// temporary file and renamed into place.
+pub fn write_bundle(dir: &Path, state: &StateDict, info: &BundleInfo) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    state.save_safetensors(&dir.join("model.safetensors"))?;
+    let c = &info.config;
+    let mut pretrained_cfg = info.preprocess.to_pretrained_cfg();
+    pretrained_cfg["num_classes"] = c.num_classes.into();
+    let config = serde_json::json!({
+        "architecture": c.variant_name().unwrap_or("tresnet_m"),
+        "num_classes": c.num_classes,
+        "num_features": c.num_features(),
+        "model_args": {
+            "layers": c.layers,
+            "width_factor": c.width_factor,
+            "v2": c.v2,
+            "in_chans": c.in_chans,
+            "global_pool": c.global_pool,
+            "stem_leaky_slope": c.stem_leaky_slope,
+            "block_leaky_slope": c.block_leaky_slope,
+        },
+        "pretrained_cfg": pretrained_cfg,
+        "label_names": info.class_names,
+        "task": info.task,
+        "head": "linear",
+        "thresholds": info.thresholds,
+    });
+    let path = dir.join("config.json");
+    let tmp = temporary_sibling(&path);
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

@@ -30,6 +30,15 @@ pub struct HubConfig {
     /// Class names, when the model carries them.
     #[serde(default)]
     pub label_names: Option<Vec<String>>,
+    /// This project's bundles: `single_label` or `multi_label`.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// This project's bundles: calibrated per-class decision thresholds.
+    #[serde(default)]
+    pub thresholds: Option<Vec<f32>>,
+    /// This project's bundles: the head (`linear`, `ml_decoder`).
+    #[serde(default)]
+    pub head: Option<String>,
 }
 
 impl HubConfig {

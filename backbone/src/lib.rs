@@ -31,6 +31,7 @@ pub mod layout;
 pub mod manifest;
 mod model;
 pub mod pretrained;
+mod trainable;
 pub mod weights;
 
 pub use build_options::BuildOptions;
@@ -41,3 +42,4 @@ pub use hub_config::HubConfig;
 pub use layout::Layout;
 pub use manifest::Manifest;
 pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet};
+pub use trainable::{BATCH_NORM_MOMENTUM, TrainableTResNet};

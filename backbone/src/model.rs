@@ -71,13 +71,23 @@ impl TResNet {
         state: &StateDict,
         options: &BuildOptions,
     ) -> Result<Self> {
-        let weights = LayerWeights {
+        let weights = LayerWeights::inference(
             state,
-            dtype: options.dtype,
-            device: &options.device,
-            fold_batch_norm: options.fold_batch_norm,
-        };
-        let stem = ConvNormAct::load(&layout.stem, &weights)?;
+            options.dtype,
+            &options.device,
+            options.fold_batch_norm,
+        );
+        Self::build_with(config, layout, &weights, options)
+    }
+
+    /// Builds from explicit layer weights (also the training path).
+    pub(crate) fn build_with(
+        config: TResNetConfig,
+        layout: Layout,
+        weights: &LayerWeights<'_>,
+        options: &BuildOptions,
+    ) -> Result<Self> {
+        let stem = ConvNormAct::load(&layout.stem, weights)?;
         let stages = layout
             .stages
             .iter()
@@ -91,7 +101,7 @@ impl TResNet {
                     blocks: spec
                         .blocks
                         .iter()
-                        .map(|b| ResidualBlock::load(b, &weights))
+                        .map(|b| ResidualBlock::load(b, weights))
                         .collect::<Result<_>>()?,
                 })
             })
@@ -99,7 +109,7 @@ impl TResNet {
         let classifier = layout
             .classifier
             .as_ref()
-            .map(|c| Linear::load(&c.prefix, &weights))
+            .map(|c| Linear::load(&c.prefix, weights))
             .transpose()?;
         Ok(Self {
             config,

@@ -59,6 +59,9 @@ pub struct LoaderOptions {
     pub drop_last: bool,
     /// Policy for samples that fail to load.
     pub bad_items: BadItemPolicy,
+    /// Skip this many batches at the start of the epoch (resuming a run mid-epoch; the batches
+    /// after them are exactly those an uninterrupted epoch would give).
+    pub start_batch: usize,
 }
 
 impl Default for LoaderOptions {
@@ -72,6 +75,7 @@ impl Default for LoaderOptions {
             epoch: 0,
             drop_last: false,
             bad_items: BadItemPolicy::SkipAndReport,
+            start_batch: 0,
         }
     }
 }
@@ -79,7 +83,7 @@ impl Default for LoaderOptions {
 /// One batch: the loaded samples with their dataset indices, and the ones that failed.
 #[derive(Debug)]
 pub struct Batch<T> {
-    /// Position of this batch in the epoch (0, 1, 2, …).
+    /// Position of this batch among those this loader yields (0, 1, 2, …; after `start_batch`).
     pub number: usize,
     /// `(dataset index, sample)` in batch order.
     pub items: Vec<(usize, T)>,
@@ -156,6 +160,7 @@ impl<T: Send + 'static> Loader<T> {
         if options.drop_last && batches.last().is_some_and(|b| b.len() < options.batch_size) {
             batches.pop();
         }
+        batches.drain(..options.start_batch.min(batches.len()));
         let (seed, epoch) = (options.seed, options.epoch);
         let (result_tx, results) = channel::<Batch<T>>();
         let mut loader = Self {

@@ -124,6 +124,18 @@ impl PreprocessConfig {
         Ok(out)
     }
 
+    /// timm's `pretrained_cfg` fields for this preprocessing (with this project's `resize_mode`).
+    pub fn to_pretrained_cfg(&self) -> Value {
+        serde_json::json!({
+            "input_size": [3, self.height, self.width],
+            "interpolation": match self.interpolation { Interpolation::Bilinear => "bilinear", Interpolation::Bicubic => "bicubic" },
+            "crop_pct": self.crop_pct,
+            "crop_mode": match self.resize_mode { ResizeMode::Squish => "squish", ResizeMode::CenterCrop => "center" },
+            "mean": self.mean,
+            "std": self.std,
+        })
+    }
+
     /// Same preprocessing at another square input size.
     pub fn with_input_size(mut self, size: usize) -> Self {
         self.height = size;

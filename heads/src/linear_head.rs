@@ -32,12 +32,7 @@ impl LinearHead {
                 state.keys().collect::<Vec<_>>()
             )));
         }
-        let weights = LayerWeights {
-            state,
-            dtype,
-            device,
-            fold_batch_norm: false,
-        };
+        let weights = LayerWeights::inference(state, dtype, device, false);
         Ok(Self {
             pool,
             fc: Linear::load("fc", &weights)?,

@@ -8,9 +8,11 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
-use tresnet::weights::{model_config, resolve_weights};
-use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig};
+use tresnet::weights::{model_config, random_state_dict, resolve_weights};
+use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_apps::cli::RuntimeFlags;
+use tresnet_apps::training::{Optimizer, OptimizerKind, named_gradients};
+use tresnet_heads::losses::{AsymmetricSingleLabelLoss, single_label_loss};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +52,9 @@ struct Cli {
     /// Omit the CSV header line.
     #[arg(long)]
     no_header: bool,
+    /// Time training steps (forward, cross-entropy, backward, SGD update) instead of inference.
+    #[arg(long)]
+    train: bool,
 }
 
 fn main() {
@@ -89,13 +94,36 @@ fn run(cli: Cli) -> Result<()> {
     .to_device(&device)?;
     model.check_input_shape(input.dims())?;
 
+    let mut trainer = if cli.train {
+        let state = random_state_dict(&Layout::new(model.config())?, 0)?;
+        let net = TrainableTResNet::new(model.config(), &state, dtype, &device)?;
+        let optimizer = Optimizer::new(
+            OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            1e-4,
+            net.parameters(),
+        );
+        let classes = model.num_classes().max(1);
+        let targets: Vec<usize> = (0..cli.batch_size).map(|i| i % classes).collect();
+        Some((net, optimizer, targets))
+    } else {
+        None
+    };
+    let mut run_step = || -> Result<()> {
+        match trainer.as_mut() {
+            Some((net, optimizer, targets)) => train_step(net, optimizer, &input, targets, &device),
+            None => step(&model, &input, &device),
+        }
+    };
     for _ in 0..cli.warmup {
-        step(&model, &input, &device)?;
+        run_step()?;
     }
     let mut times = Vec::with_capacity(cli.iters);
     for _ in 0..cli.iters {
         let t = Instant::now();
-        step(&model, &input, &device)?;
+        run_step()?;
         times.push(t.elapsed().as_secs_f64());
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
@@ -104,8 +132,9 @@ fn run(cli: Cli) -> Result<()> {
     let median = sorted[sorted.len() / 2];
     let per_sec = cli.batch_size as f64 / mean;
     eprintln!(
-        "bench: {} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
+        "bench: {}{} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
         cli.backbone,
+        if cli.train { " train" } else { "" },
         cli.batch_size,
         cli.input_size,
         cli.runtime.dtype,
@@ -118,8 +147,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.format.as_str() {
         "csv" => {
             if !cli.no_header {
+                let p = if cli.train { "train" } else { "infer" };
                 println!(
-                    "model,infer_img_size,infer_batch_size,infer_samples_per_sec,infer_step_time,param_count"
+                    "model,{p}_img_size,{p}_batch_size,{p}_samples_per_sec,{p}_step_time,param_count"
                 );
             }
             println!(
@@ -135,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
         "json" => println!(
             "{}",
             json!({
+                "mode": if cli.train { "train" } else { "infer" },
                 "model": cli.backbone,
                 "infer_img_size": cli.input_size,
                 "infer_batch_size": cli.batch_size,
@@ -148,6 +179,26 @@ fn run(cli: Cli) -> Result<()> {
         ),
         other => bail!("--format {other}: expected csv or json"),
     }
+    Ok(())
+}
+
+/// One training step: forward in training mode, cross-entropy, backward, SGD update.
+fn train_step(
+    net: &TrainableTResNet,
+    optimizer: &mut Optimizer,
+    input: &Tensor,
+    targets: &[usize],
+    device: &Device,
+) -> Result<()> {
+    let logits = net.forward(input)?;
+    let loss = single_label_loss(
+        &AsymmetricSingleLabelLoss::cross_entropy(0.0),
+        &logits,
+        targets,
+    )?;
+    let grads = named_gradients(net.parameters(), &loss.backward()?);
+    optimizer.step(&grads, 1e-3, &[])?;
+    device.synchronize().context("device synchronize")?;
     Ok(())
 }
 

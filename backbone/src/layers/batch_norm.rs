@@ -1,4 +1,9 @@
-//! Batch-norm statistics and their inference-time affine form.
+//! Batch norm: the statistics and their inference-time affine form, and the training-mode layer.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::weights::StateDict;
@@ -60,5 +65,110 @@ impl BatchNormStats {
             .map(|((b, m), s)| b - m * s)
             .collect();
         (scale, shift)
+    }
+}
+
+/// Running statistics of a training batch norm.
+#[derive(Debug, Clone)]
+pub struct RunningStats {
+    /// `(C)` running mean.
+    pub mean: Tensor,
+    /// `(C)` running (unbiased) variance.
+    pub var: Tensor,
+    /// Batches seen (`num_batches_tracked`).
+    pub batches: i64,
+}
+
+/// A batch norm in training mode: normalises with the batch's statistics (biased variance over
+/// N·H·W) and updates the running ones (unbiased variance), as PyTorch's `BatchNorm2d.train()`.
+/// When frozen it normalises with the running statistics and leaves them unchanged.
+#[derive(Debug)]
+pub struct BatchNormTrain {
+    /// `(C)` γ (a variable).
+    pub weight: Tensor,
+    /// `(C)` β (a variable).
+    pub bias: Tensor,
+    momentum: f64,
+    running: Mutex<RunningStats>,
+    frozen: AtomicBool,
+}
+
+impl BatchNormTrain {
+    /// A training batch norm over `weight`/`bias` variables and initial running statistics.
+    pub fn new(weight: Tensor, bias: Tensor, running: RunningStats, momentum: f64) -> Self {
+        Self {
+            weight,
+            bias,
+            momentum,
+            running: Mutex::new(running),
+            frozen: AtomicBool::new(false),
+        }
+    }
+
+    /// Use the running statistics (and stop updating them) while frozen.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
+    }
+
+    /// Whether the layer is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the running statistics.
+    pub fn running(&self) -> RunningStats {
+        self.running
+            .lock()
+            .expect("batch-norm statistics lock")
+            .clone()
+    }
+
+    /// Normalises `(N, C, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dims()[1];
+        let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
+        let (mean, var) = if self.is_frozen() {
+            let r = self.running();
+            (per_channel(&r.mean)?, per_channel(&r.var)?)
+        } else {
+            let (n, _, h, w) = x.dims4()?;
+            let count = n * h * w;
+            let mean = x.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred
+                .sqr()?
+                .mean_keepdim(3)?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
+            let m = self.momentum;
+            let mut running = self.running.lock().expect("batch-norm statistics lock");
+            let unbiased = if count > 1 {
+                count as f64 / (count - 1) as f64
+            } else {
+                1.0
+            };
+            let batch_mean = mean
+                .detach()
+                .flatten_all()?
+                .to_dtype(running.mean.dtype())?;
+            let batch_var =
+                (var.detach().flatten_all()? * unbiased)?.to_dtype(running.var.dtype())?;
+            running.mean = ((&running.mean * (1.0 - m))? + (batch_mean * m)?)?;
+            running.var = ((&running.var * (1.0 - m))? + (batch_var * m)?)?;
+            running.batches += 1;
+            (mean, var)
+        };
+        let inv_std = (var + BATCH_NORM_EPS)?.sqrt()?.recip()?;
+        let scale = inv_std.broadcast_mul(&per_channel(&self.weight)?)?;
+        Ok(x.broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&per_channel(&self.bias)?)?)
+    }
+
+    /// Running statistics as state-dict tensors: `(running_mean, running_var, num_batches_tracked)`.
+    pub fn state_tensors(&self) -> Result<(Tensor, Tensor, Tensor)> {
+        let r = self.running();
+        let batches = Tensor::new(r.batches, r.mean.device())?.to_dtype(DType::I64)?;
+        Ok((r.mean, r.var, batches))
     }
 }

@@ -1,8 +1,13 @@
 //! Convolution + batch norm + activation (+ anti-aliasing), timm's `ConvNormAct`.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
-use super::{BatchNormStats, BlurPool, LayerWeights, apply_activation, conv2d};
+use super::batch_norm::RunningStats;
+use super::{
+    BatchNormStats, BatchNormTrain, BlurPool, LayerWeights, NormMode, apply_activation, conv2d,
+};
 use crate::error::Result;
 use crate::layout::{Activation, ConvNormActSpec};
 
@@ -13,6 +18,8 @@ enum Norm {
     Folded { bias: Tensor },
     /// Applied after the convolution as `y · scale + shift`, both `(1, O, 1, 1)`.
     Separate { scale: Tensor, shift: Tensor },
+    /// Training mode: batch statistics.
+    Train(Arc<BatchNormTrain>),
 }
 
 /// A stride-1 convolution without bias, its batch norm (folded or separate), an activation and an
@@ -31,30 +38,75 @@ impl ConvNormAct {
     /// Builds the unit described by `spec` from `{prefix}.conv.weight` and `{prefix}.bn.*`.
     pub fn load(spec: &ConvNormActSpec, weights: &LayerWeights<'_>) -> Result<Self> {
         let conv_key = format!("{}.conv.weight", spec.prefix);
-        let stats = BatchNormStats::from_state_dict(weights.state, &format!("{}.bn", spec.prefix))?;
-        let (scale, shift) = stats.scale_shift();
-        let out = spec.out_channels;
-        let per_channel = |v: Vec<f64>| -> Result<Tensor> {
-            weights.place(&Tensor::from_vec(v, (1, out, 1, 1), &Device::Cpu)?)
-        };
-        let raw = weights.state.require(&conv_key)?;
-        let (weight, norm) = if weights.fold_batch_norm {
-            let scale = Tensor::from_vec(scale, (out, 1, 1, 1), &Device::Cpu)?;
-            let folded = raw.to_dtype(DType::F64)?.broadcast_mul(&scale)?;
-            (
-                weights.place(&folded)?,
-                Norm::Folded {
-                    bias: per_channel(shift)?,
-                },
-            )
-        } else {
-            (
-                weights.place(raw)?,
-                Norm::Separate {
-                    scale: per_channel(scale)?,
-                    shift: per_channel(shift)?,
-                },
-            )
+        let bn = format!("{}.bn", spec.prefix);
+        let (weight, norm) = match weights.norm {
+            NormMode::Train { momentum, registry } => {
+                let running = RunningStats {
+                    mean: weights.place(
+                        &weights
+                            .state
+                            .require(&format!("{bn}.running_mean"))?
+                            .copy()?,
+                    )?,
+                    var: weights.place(
+                        &weights
+                            .state
+                            .require(&format!("{bn}.running_var"))?
+                            .copy()?,
+                    )?,
+                    batches: match weights.state.get(&format!("{bn}.num_batches_tracked")) {
+                        Some(t) => t
+                            .to_dtype(DType::I64)?
+                            .flatten_all()?
+                            .to_vec1::<i64>()?
+                            .first()
+                            .copied()
+                            .unwrap_or(0),
+                        None => 0,
+                    },
+                };
+                let layer = Arc::new(BatchNormTrain::new(
+                    weights.tensor(&format!("{bn}.weight"))?,
+                    weights.tensor(&format!("{bn}.bias"))?,
+                    running,
+                    momentum,
+                ));
+                registry
+                    .lock()
+                    .expect("batch-norm registry lock")
+                    .push((bn.clone(), Arc::clone(&layer)));
+                (weights.tensor(&conv_key)?, Norm::Train(layer))
+            }
+            NormMode::Fold | NormMode::Separate => {
+                let stats = BatchNormStats::from_state_dict(weights.state, &bn)?;
+                let (scale, shift) = stats.scale_shift();
+                let out = spec.out_channels;
+                let per_channel = |v: Vec<f64>| -> Result<Tensor> {
+                    weights.place(&Tensor::from_vec(v, (1, out, 1, 1), &Device::Cpu)?)
+                };
+                let raw = weights.state.require(&conv_key)?;
+                if matches!(weights.norm, NormMode::Fold) {
+                    let scale = Tensor::from_vec(scale, (out, 1, 1, 1), &Device::Cpu)?;
+                    let folded = raw
+                        .to_device(&Device::Cpu)?
+                        .to_dtype(DType::F64)?
+                        .broadcast_mul(&scale)?;
+                    (
+                        weights.place(&folded)?,
+                        Norm::Folded {
+                            bias: per_channel(shift)?,
+                        },
+                    )
+                } else {
+                    (
+                        weights.place(raw)?,
+                        Norm::Separate {
+                            scale: per_channel(scale)?,
+                            shift: per_channel(shift)?,
+                        },
+                    )
+                }
+            }
         };
         let blur = if spec.anti_alias {
             Some(BlurPool::new(weights.dtype, weights.device)?)
@@ -76,6 +128,7 @@ impl ConvNormAct {
         let y = match &self.norm {
             Norm::Folded { bias } => y.broadcast_add(bias)?,
             Norm::Separate { scale, shift } => y.broadcast_mul(scale)?.broadcast_add(shift)?,
+            Norm::Train(bn) => bn.forward(&y)?,
         };
         let y = apply_activation(&y, self.activation)?;
         match &self.blur {

@@ -1,13 +1,15 @@
 //! Global pooling of the last feature map.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{D, Tensor};
 
+use super::widen;
 use crate::config::GlobalPool;
 use crate::error::Result;
 
-/// Pools `(N, C, H, W)` to `(N, C)` (or `(N, 2C)` for `catavgmax`), accumulating in f32.
+/// Pools `(N, C, H, W)` to `(N, C)` (or `(N, 2C)` for `catavgmax`), accumulating half-precision
+/// inputs in f32.
 pub fn global_pool(x: &Tensor, pool: GlobalPool) -> Result<Tensor> {
-    let flat = x.to_dtype(DType::F32)?.flatten_from(2)?;
+    let flat = widen(x)?.flatten_from(2)?;
     let pooled = match pool {
         GlobalPool::Fast | GlobalPool::Avg => flat.mean(D::Minus1)?,
         GlobalPool::Max => flat.max(D::Minus1)?,

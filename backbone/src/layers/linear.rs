@@ -11,8 +11,8 @@ use crate::weights::{normal, uniform};
 /// `y = x · Wᵀ + b`: `(N, in)` → `(N, out)`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `(in, out)`: the stored `(out, in)` weight transposed once at load.
-    weight_t: Tensor,
+    /// `(out, in)`, as stored (training updates show through).
+    weight: Tensor,
     /// `(1, out)`.
     bias: Tensor,
 }
@@ -29,7 +29,7 @@ impl Linear {
     pub fn from_tensors(weight: &Tensor, bias: &Tensor) -> Result<Self> {
         let out = bias.dims1()?;
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
+            weight: weight.clone(),
             bias: bias.reshape((1, out))?,
         })
     }
@@ -63,11 +63,7 @@ impl Linear {
         let bound = 1.0 / (in_features as f32).sqrt();
         let bias = uniform(&mut rng, out_features, bound, &[1, out_features])?;
         Ok(Self {
-            weight_t: weight
-                .t()?
-                .contiguous()?
-                .to_dtype(dtype)?
-                .to_device(device)?,
+            weight: weight.to_dtype(dtype)?.to_device(device)?,
             bias: bias.to_dtype(dtype)?.to_device(device)?,
         })
     }
@@ -79,6 +75,6 @@ impl Linear {
 
     /// Applies the layer to `(N, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(matmul(x, &self.weight_t)?.broadcast_add(&self.bias)?)
+        Ok(matmul(x, &self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 }

@@ -1,8 +1,8 @@
 //! Squeeze-and-excitation channel gating.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{D, Tensor};
 
-use super::{LayerWeights, matmul};
+use super::{LayerWeights, matmul, widen};
 use crate::error::Result;
 use crate::layout::SqueezeExciteSpec;
 
@@ -10,12 +10,12 @@ use crate::layout::SqueezeExciteSpec;
 /// `(hidden, C)`, `W₂` is `(C, hidden)` (timm stores them as 1×1 convs).
 #[derive(Debug, Clone)]
 pub struct SqueezeExcite {
-    /// `(C, hidden)`: `fc1.weight` transposed for a right-multiplication.
-    fc1_t: Tensor,
+    /// `(hidden, C)`: a view of `fc1.weight` (so training updates show through).
+    fc1: Tensor,
     /// `(1, hidden)`.
     fc1_bias: Tensor,
-    /// `(hidden, C)`.
-    fc2_t: Tensor,
+    /// `(C, hidden)`.
+    fc2: Tensor,
     /// `(1, C)`.
     fc2_bias: Tensor,
 }
@@ -25,19 +25,15 @@ impl SqueezeExcite {
     pub fn load(spec: &SqueezeExciteSpec, weights: &LayerWeights<'_>) -> Result<Self> {
         let p = &spec.prefix;
         let matrix = |key: String, rows: usize, cols: usize| -> Result<Tensor> {
-            Ok(weights
-                .tensor(&key)?
-                .reshape((rows, cols))?
-                .t()?
-                .contiguous()?)
+            Ok(weights.tensor(&key)?.reshape((rows, cols))?)
         };
         let row = |key: String, n: usize| -> Result<Tensor> {
             Ok(weights.tensor(&key)?.reshape((1, n))?)
         };
         Ok(Self {
-            fc1_t: matrix(format!("{p}.fc1.weight"), spec.hidden, spec.channels)?,
+            fc1: matrix(format!("{p}.fc1.weight"), spec.hidden, spec.channels)?,
             fc1_bias: row(format!("{p}.fc1.bias"), spec.hidden)?,
-            fc2_t: matrix(format!("{p}.fc2.weight"), spec.channels, spec.hidden)?,
+            fc2: matrix(format!("{p}.fc2.weight"), spec.channels, spec.hidden)?,
             fc2_bias: row(format!("{p}.fc2.bias"), spec.channels)?,
         })
     }
@@ -45,17 +41,17 @@ impl SqueezeExcite {
     /// Gates the channels of `(N, C, H, W)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
-        // The squeeze accumulates in f32 even for half-precision activations.
-        let squeezed = x
-            .to_dtype(DType::F32)?
+        // The squeeze accumulates in f32 for half-precision activations.
+        let squeezed = widen(x)?
             .flatten_from(2)?
             .mean(D::Minus1)?
             .to_dtype(x.dtype())?;
-        let hidden = matmul(&squeezed, &self.fc1_t)?
+        let hidden = matmul(&squeezed, &self.fc1.t()?)?
             .broadcast_add(&self.fc1_bias)?
             .relu()?;
-        let gate =
-            candle_nn::ops::sigmoid(&matmul(&hidden, &self.fc2_t)?.broadcast_add(&self.fc2_bias)?)?;
+        let gate = candle_nn::ops::sigmoid(
+            &matmul(&hidden, &self.fc2.t()?)?.broadcast_add(&self.fc2_bias)?,
+        )?;
         Ok(x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)?)
     }
 }

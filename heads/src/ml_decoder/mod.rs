@@ -83,12 +83,7 @@ impl MlDecoder {
         let state = to_timm_ml_decoder_names(state);
         let config = MlDecoderConfig::from_state_dict(&state)?;
         check_state_dict(&ml_decoder_manifest(&config), &state).map_err(tresnet::Error::from)?;
-        let weights = LayerWeights {
-            state: &state,
-            dtype,
-            device,
-            fold_batch_norm: false,
-        };
+        let weights = LayerWeights::inference(&state, dtype, device, false);
         Ok(Self {
             embed: Linear::load("embed_standart", &weights)?,
             queries: weights.tensor("query_embed.weight")?,

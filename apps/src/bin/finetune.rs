@@ -1,0 +1,298 @@
+//! `finetune`: train a TResNet on your own images (ImageFolder → single-label, COCO json →
+//! multi-label), from pretrained weights or from scratch, and export the best model as a bundle
+//! that `embed`, `coco-eval`, `top1-eval` and `tag` load.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weights};
+use tresnet::{Layout, TResNetConfig};
+use tresnet_apps::cli::parse_device;
+use tresnet_apps::training::{
+    Augment, DataSpec, OptimizerKind, RunDefinition, Schedule, TrainRun, TrainingData,
+    load_latest_checkpoint, load_recipe, train,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "finetune",
+    about = "Train a TResNet on your own dataset and export it as a bundle"
+)]
+struct Cli {
+    /// ImageFolder training root (one subfolder per class): single-label.
+    #[arg(long, conflicts_with = "coco")]
+    data: Option<PathBuf>,
+    /// ImageFolder validation root.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// COCO instances json for training: multi-label.
+    #[arg(long, requires = "images")]
+    coco: Option<PathBuf>,
+    /// Folder of the training json's images.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// COCO instances json for validation.
+    #[arg(long, requires = "val_images")]
+    val_coco: Option<PathBuf>,
+    /// Folder of the validation json's images.
+    #[arg(long)]
+    val_images: Option<PathBuf>,
+    /// Start from these weights (file, bundle directory or cached hub id); the classifier is
+    /// re-initialised for the new classes.
+    #[arg(long)]
+    weights: Option<String>,
+    /// Architecture (train from scratch when no --weights).
+    #[arg(long)]
+    backbone: Option<String>,
+    /// TOML recipe (configs/*.toml); the flags below override it.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Run directory: checkpoints and the best model (best/).
+    #[arg(short, long, default_value = "runs/finetune")]
+    output: PathBuf,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["data", "coco"])]
+    resume: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(short = 'b', long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// adamw or sgd.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// onecycle, cosine or constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Warm-up steps of the cosine schedule.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    clip_grad: Option<f64>,
+    /// EMA decay (e.g. 0.9997).
+    #[arg(long)]
+    ema_decay: Option<f64>,
+    /// Micro-batches per optimiser step.
+    #[arg(long)]
+    accumulate: Option<usize>,
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// full, light or none.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Freeze the stem and the first N−1 stages.
+    #[arg(long)]
+    freeze_stages: Option<usize>,
+    /// Unfreeze them at this epoch.
+    #[arg(long)]
+    unfreeze_epoch: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Data-loading threads.
+    #[arg(short = 'j', long)]
+    workers: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("finetune: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = parse_device(&cli.device)?;
+    if let Some(dir) = &cli.resume {
+        let ckpt = load_latest_checkpoint(dir)?;
+        let def = ckpt.definition.clone();
+        let data = TrainingData::load(&def.data, def.train.val_fraction, def.train.seed)?;
+        eprintln!(
+            "finetune: resuming {} at epoch {} step {}",
+            dir.display(),
+            ckpt.state.epoch + 1,
+            ckpt.state.step
+        );
+        let run = TrainRun {
+            definition: def,
+            data: &data,
+            run_dir: dir.clone(),
+            device,
+            init: StateDict::new(),
+            quiet: cli.quiet,
+            stop_after_steps: None,
+            inject_nonfinite_loss_at: None,
+        };
+        return report(train(run, Some(ckpt))?, cli.quiet);
+    }
+
+    let mut cfg = load_recipe(cli.recipe.as_deref())?;
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = cli.$field { cfg.$field = v; })* };
+    }
+    set!(
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        accumulate,
+        input_size,
+        freeze_stages,
+        seed,
+        val_fraction,
+        workers
+    );
+    if cli.clip_grad.is_some() {
+        cfg.clip_grad = cli.clip_grad;
+    }
+    if cli.ema_decay.is_some() {
+        cfg.ema_decay = cli.ema_decay;
+    }
+    if cli.unfreeze_epoch.is_some() {
+        cfg.unfreeze_epoch = cli.unfreeze_epoch;
+    }
+    if cli.checkpoint_every.is_some() {
+        cfg.checkpoint_every = cli.checkpoint_every;
+    }
+    if let Some(o) = &cli.optimizer {
+        cfg.optimizer = match o.as_str() {
+            "adamw" => OptimizerKind::adamw(),
+            "sgd" => OptimizerKind::sgd(),
+            other => bail!("--optimizer {other}: expected adamw or sgd"),
+        };
+    }
+    if let Some(s) = &cli.schedule {
+        cfg.schedule = match s.as_str() {
+            "onecycle" => Schedule::one_cycle(),
+            "cosine" => Schedule::CosineWarmup {
+                warmup_steps: cli.warmup_steps,
+                min_lr: 0.0,
+            },
+            "constant" => Schedule::Constant,
+            other => bail!("--schedule {other}: expected onecycle, cosine or constant"),
+        };
+    }
+    if let Some(a) = &cli.augment {
+        cfg.augment = match a.as_str() {
+            "full" => Augment::Full,
+            "light" => Augment::Light,
+            "none" => Augment::None,
+            other => bail!("--augment {other}: expected full, light or none"),
+        };
+    }
+    let spec = match (&cli.data, &cli.coco) {
+        (Some(dir), None) => DataSpec::Folder {
+            train: dir.clone(),
+            val: cli.val.clone(),
+        },
+        (None, Some(json)) => DataSpec::Coco {
+            train_json: json.clone(),
+            train_images: cli.images.clone().context("--coco needs --images")?,
+            val: cli.val_coco.clone().zip(cli.val_images.clone()),
+        },
+        _ => bail!(
+            "give --data FOLDER (single-label) or --coco JSON --images DIR (multi-label), or --resume DIR"
+        ),
+    };
+    let data = TrainingData::load(&spec, cfg.val_fraction, cfg.seed)?;
+    let classes = data.class_names.len();
+
+    // Architecture and starting weights.
+    let (config, init) = match &cli.weights {
+        Some(w) => {
+            let resolved = resolve_weights(w)?;
+            let config = model_config(cli.backbone.as_deref(), Some(&resolved), Some(classes))?;
+            let mut state = resolved.weights.state_dict;
+            state.take_prefix("head.");
+            (config, state)
+        }
+        None => {
+            let name = cli
+                .backbone
+                .clone()
+                .or(cfg.architecture.clone())
+                .context("give --weights, --backbone, or an architecture in the recipe")?;
+            let mut config = TResNetConfig::variant(&name)?;
+            if let Some(args) = &cfg.model_args {
+                tresnet::hub_config::apply_model_args(&mut config, args)?;
+            }
+            (config.with_num_classes(classes), StateDict::new())
+        }
+    };
+    // Fresh weights where the start has none (everything from scratch; the classifier always).
+    let fresh = random_state_dict(&Layout::new(&config)?, cfg.seed)?;
+    let mut init = init;
+    for (k, v) in fresh {
+        if !init.contains(&k) || k.starts_with("head.") {
+            init.insert(k, v);
+        }
+    }
+    eprintln!(
+        "finetune: {} classes, {} training / {} validation images, {} epochs, output {}",
+        classes,
+        data.train.len(),
+        data.val.len(),
+        cfg.epochs,
+        cli.output.display()
+    );
+    let definition = RunDefinition {
+        train: cfg,
+        model: config,
+        task: data.task,
+        class_names: data.class_names.clone(),
+        data: spec,
+    };
+    let run = TrainRun {
+        definition,
+        data: &data,
+        run_dir: cli.output.clone(),
+        device,
+        init,
+        quiet: cli.quiet,
+        stop_after_steps: None,
+        inject_nonfinite_loss_at: None,
+    };
+    report(train(run, None)?, cli.quiet)
+}
+
+fn report(outcome: tresnet_apps::training::TrainOutcome, quiet: bool) -> Result<()> {
+    if !quiet {
+        for r in &outcome.history {
+            eprintln!(
+                "epoch {:>3}: loss {:.4}  metric {:.2}{}  {:.1} img/s",
+                r.epoch + 1,
+                r.train_loss,
+                r.metric,
+                r.ema_metric
+                    .map(|m| format!(" (EMA {m:.2})"))
+                    .unwrap_or_default(),
+                r.img_per_sec
+            );
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "best_metric": outcome.best_metric,
+            "bundle": outcome.bundle_dir,
+            "epochs": outcome.history,
+            "skipped_steps": outcome.skipped_steps.iter().map(|s| &s.1).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The settings of a training run: a TOML recipe in `configs/`, overridden by flags.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::optimizer::OptimizerKind;
+use super::schedule::Schedule;
+
+/// How much data augmentation training uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    /// Only the geometric crop (random resized crop, or squish) and flips.
+    Light,
+    /// Light + RandAugment (and Cutout for multi-label), the published recipes.
+    #[default]
+    Full,
+    /// Deterministic resizing only (for debugging).
+    None,
+}
+
+/// Every setting of a run. Field names are the recipe's TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Images per optimiser step (before accumulation).
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimiser step.
+    pub accumulate: usize,
+    /// Base (peak) learning rate.
+    pub lr: f64,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Weight decay (not applied to biases and batch-norm parameters).
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.9997).
+    pub ema_decay: Option<f64>,
+    /// Label smoothing for single-label training.
+    pub label_smoothing: f64,
+    /// Square input size.
+    pub input_size: usize,
+    /// Augmentation strength.
+    pub augment: Augment,
+    /// Freeze the stem and the first `freeze_stages − 1` stages (0: nothing frozen).
+    pub freeze_stages: usize,
+    /// Epoch at which frozen stages are released (none: stay frozen).
+    pub unfreeze_epoch: Option<usize>,
+    /// Write a checkpoint every this many optimiser steps (and at every epoch's end).
+    pub checkpoint_every: Option<usize>,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// Data-loading threads.
+    pub workers: usize,
+    /// Fraction of the training set held out for validation when no validation set is given.
+    pub val_fraction: f64,
+    /// Architecture to train from scratch (a variant name), when no weights are given.
+    pub architecture: Option<String>,
+    /// Arguments overriding the architecture's (`layers`, `width_factor`, `v2`, …).
+    pub model_args: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            accumulate: 1,
+            lr: 1e-3,
+            optimizer: OptimizerKind::adamw(),
+            weight_decay: 1e-4,
+            schedule: Schedule::one_cycle(),
+            clip_grad: None,
+            ema_decay: None,
+            label_smoothing: 0.1,
+            input_size: 224,
+            augment: Augment::Full,
+            freeze_stages: 0,
+            unfreeze_epoch: None,
+            checkpoint_every: None,
+            seed: 0,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            val_fraction: 0.1,
+            architecture: None,
+            model_args: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML recipe (missing keys keep their defaults; unknown keys are errors).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading recipe {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))
+    }
+
+    /// The weight prefixes frozen by `freeze_stages`.
+    pub fn frozen_prefixes(&self, epoch: usize) -> Vec<String> {
+        if self.freeze_stages == 0 || self.unfreeze_epoch.is_some_and(|e| epoch >= e) {
+            return Vec::new();
+        }
+        let mut prefixes = vec!["body.conv1.".to_string()];
+        prefixes.extend((1..self.freeze_stages.min(5)).map(|s| format!("body.layer{s}.")));
+        prefixes
+    }
+}

@@ -1,0 +1,247 @@
+//! Training and validation sets from a user's folder or COCO json, with their transforms.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use tresnet_data::coco::{CocoDataset, CocoOptions};
+use tresnet_data::{
+    DecodeLimits, ImageFolder, ImageListDataset, ImageSource, ImageTransform, PreprocessConfig,
+    TrainCrop, TrainTransform,
+};
+
+use super::checkpoint::TaskKind;
+use super::config::{Augment, TrainConfig};
+
+/// The label of one training image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A class index (single-label).
+    Class(usize),
+    /// One 0/1 value per class (multi-label).
+    MultiHot(Arc<[f32]>),
+}
+
+/// Images with their labels.
+pub type LabelledImages = Vec<(ImageSource, Target)>;
+
+/// Labelled images split into training and validation.
+#[derive(Debug, Clone)]
+pub struct TrainingData {
+    /// Single- or multi-label.
+    pub task: TaskKind,
+    /// Class names in index order.
+    pub class_names: Vec<String>,
+    /// Training images.
+    pub train: LabelledImages,
+    /// Validation images.
+    pub val: LabelledImages,
+}
+
+/// Holds out a seeded `fraction` of `items` (at least one item when there are two or more).
+fn split<T>(mut items: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5EED_5EED));
+    let n_val =
+        ((items.len() as f64 * fraction).ceil() as usize).min(items.len().saturating_sub(1));
+    let val_set: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for (i, item) in items.drain(..).enumerate() {
+        if val_set.contains(&i) {
+            val.push(item)
+        } else {
+            train.push(item)
+        }
+    }
+    (train, val)
+}
+
+fn folder_items(folder: &ImageFolder) -> LabelledImages {
+    folder
+        .samples
+        .iter()
+        .map(|(p, c)| (ImageSource::File(p.clone()), Target::Class(*c)))
+        .collect()
+}
+
+fn coco_items(json: &Path, images: &Path) -> Result<(Vec<String>, LabelledImages)> {
+    let ds = CocoDataset::from_file(json, CocoOptions::multilabel())?;
+    let missing = ds.missing_images(images);
+    if let Some((id, path)) = missing.first() {
+        bail!(
+            "{}: {} image files are missing, e.g. image {id} at {}",
+            json.display(),
+            missing.len(),
+            path.display()
+        );
+    }
+    let items = (0..ds.len())
+        .map(|i| {
+            (
+                ImageSource::File(ds.image_path(images, i)),
+                Target::MultiHot(Arc::from(ds.multi_hot(i))),
+            )
+        })
+        .collect();
+    Ok((ds.class_names(), items))
+}
+
+impl TrainingData {
+    /// Single-label data from an ImageFolder tree; validation from `val_dir` (same classes) or a
+    /// seeded fraction of the training images.
+    pub fn from_image_folder(
+        dir: &Path,
+        val_dir: Option<&Path>,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let folder = ImageFolder::open(dir)?;
+        if folder.is_empty() {
+            bail!("{}: no images under the class folders", dir.display());
+        }
+        let items = folder_items(&folder);
+        let (train, val) = match val_dir {
+            Some(v) => {
+                let val = ImageFolder::open(v)?;
+                if val.classes != folder.classes {
+                    bail!(
+                        "{}: classes {:?} differ from the training set's {:?}",
+                        v.display(),
+                        val.classes,
+                        folder.classes
+                    );
+                }
+                (items, folder_items(&val))
+            }
+            None => split(items, val_fraction, seed),
+        };
+        Ok(Self {
+            task: TaskKind::SingleLabel,
+            class_names: folder.classes,
+            train,
+            val,
+        })
+    }
+
+    /// Multi-label data from a COCO instances json and its image folder; validation from another
+    /// json + folder or a seeded fraction.
+    pub fn from_coco(
+        json: &Path,
+        images: &Path,
+        val: Option<(&Path, &Path)>,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let (class_names, items) = coco_items(json, images)?;
+        let (train, val) = match val {
+            Some((vj, vi)) => {
+                let (val_names, val_items) = coco_items(vj, vi)?;
+                if val_names != class_names {
+                    bail!(
+                        "{}: categories differ from {}",
+                        vj.display(),
+                        json.display()
+                    );
+                }
+                (items, val_items)
+            }
+            None => split(items, val_fraction, seed),
+        };
+        Ok(Self {
+            task: TaskKind::MultiLabel,
+            class_names,
+            train,
+            val,
+        })
+    }
+
+    /// Reads the data a [`DataSpec`] names.
+    pub fn load(spec: &super::checkpoint::DataSpec, val_fraction: f64, seed: u64) -> Result<Self> {
+        match spec {
+            super::checkpoint::DataSpec::Folder { train, val } => {
+                Self::from_image_folder(train, val.as_deref(), val_fraction, seed)
+            }
+            super::checkpoint::DataSpec::Coco {
+                train_json,
+                train_images,
+                val,
+            } => Self::from_coco(
+                train_json,
+                train_images,
+                val.as_ref().map(|(j, i)| (j.as_path(), i.as_path())),
+                val_fraction,
+                seed,
+            ),
+        }
+    }
+
+    /// Checks that both sets are usable.
+    pub fn validate(&self, batch_size: usize) -> Result<()> {
+        if self.train.len() < batch_size {
+            bail!(
+                "{} training images for a batch size of {batch_size}",
+                self.train.len()
+            );
+        }
+        if self.val.is_empty() {
+            bail!("no validation images (give a validation set or a val_fraction > 0)");
+        }
+        Ok(())
+    }
+}
+
+/// The evaluation preprocessing matching a run's training.
+pub fn eval_preprocess(task: TaskKind, size: usize) -> PreprocessConfig {
+    match task {
+        TaskKind::SingleLabel => PreprocessConfig::imagenet_eval(size),
+        TaskKind::MultiLabel => PreprocessConfig::multilabel(size),
+    }
+}
+
+/// The training transform of a run.
+pub fn train_transform(task: TaskKind, config: &TrainConfig) -> ImageTransform {
+    let size = config.input_size;
+    let mut t = match task {
+        TaskKind::SingleLabel => TrainTransform::imagenet(size),
+        TaskKind::MultiLabel => TrainTransform::multilabel(size),
+    };
+    match config.augment {
+        Augment::Full => ImageTransform::Train(t),
+        Augment::Light => {
+            t.rand_augment = None;
+            t.cutout = None;
+            if task == TaskKind::MultiLabel {
+                t.hflip = 0.5;
+            }
+            if let TrainCrop::RandomResized { scale, .. } = &mut t.crop {
+                scale.0 = scale.0.max(0.25);
+            }
+            ImageTransform::Train(t)
+        }
+        Augment::None => ImageTransform::Eval(eval_preprocess(task, size)),
+    }
+}
+
+/// A dataset over `items` with `transform`.
+pub fn dataset(
+    items: &[(ImageSource, Target)],
+    transform: ImageTransform,
+) -> Arc<ImageListDataset<Target>> {
+    Arc::new(ImageListDataset {
+        items: items.to_vec(),
+        transform,
+        limits: DecodeLimits::default(),
+    })
+}
+
+/// Reads a recipe file if given, else the defaults.
+pub fn load_recipe(path: Option<&Path>) -> Result<TrainConfig> {
+    path.map(TrainConfig::from_toml_file)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .context("recipe")
+}
