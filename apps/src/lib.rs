@@ -4,6 +4,11 @@
 //! architecture, preprocessing, labels) with an embedded default, preparing image inputs, and
 //! writing outputs atomically. The binaries in `src/bin/` stay thin.
 
+/// mimalloc reuses freed tensor buffers (see [`allocator`]).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+pub mod allocator;
 pub mod cli;
 pub mod image_inputs;
 pub mod model_bundle;

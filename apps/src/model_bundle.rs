@@ -15,12 +15,13 @@ use tresnet_data::{PreprocessConfig, ResizeMode};
 use crate::cli::{ModelFlags, RuntimeFlags};
 use crate::training::TaskKind;
 
-/// The embedded default model: a tiny TResNet (layers [1,2,2,1], width 0.125, 10 classes, random
-/// weights, timm's own outputs pinned in `tests/fixtures/tiny_v1.safetensors`) in bundle form.
-const EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../assets/tiny_v1/model.safetensors");
-const EMBEDDED_CONFIG: &str = include_str!("../assets/tiny_v1/config.json");
+/// The embedded default model: a small TResNet (layers [1,1,1,1], width 0.25, 64×64 inputs)
+/// trained by this project on its synthetic shapes dataset, multi-label (six shapes), with
+/// calibrated thresholds; recipe and commands in `configs/shapes_multilabel.toml`.
+const EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../assets/shapes_multilabel/model.safetensors");
+const EMBEDDED_CONFIG: &str = include_str!("../assets/shapes_multilabel/config.json");
 /// Name shown for the embedded default.
-pub const EMBEDDED_NAME: &str = "embedded:tiny_v1";
+pub const EMBEDDED_NAME: &str = "embedded:shapes_multilabel";
 
 /// A model ready to run, with its preprocessing and labels.
 pub struct ModelBundle {

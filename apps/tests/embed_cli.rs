@@ -70,10 +70,10 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn default_run_embeds_the_embedded_examples() {
     let dir = tempfile::tempdir().unwrap();
     let s = summary(&embed(&[], dir.path(), &[]));
-    assert_eq!(s["model"], "embedded:tiny_v1");
+    assert_eq!(s["model"], "embedded:shapes_multilabel");
     assert_eq!(s["count"], 2);
-    assert_eq!(s["outputs"]["logits"], serde_json::json!([2, 10]));
-    assert_eq!(s["outputs"]["layer4"], serde_json::json!([2, 256, 2, 2]));
+    assert_eq!(s["outputs"]["logits"], serde_json::json!([2, 6]));
+    assert_eq!(s["outputs"]["layer4"], serde_json::json!([2, 512, 2, 2]));
     let written =
         candle_core::safetensors::load(dir.path().join("embeddings.safetensors"), &Device::Cpu)
             .unwrap();

@@ -23,6 +23,7 @@
 pub mod blocks;
 mod build_options;
 pub mod config;
+pub mod cpu_kernels;
 mod error;
 mod features;
 pub mod hub_config;

@@ -108,6 +108,24 @@ impl Default for SyntheticConfig {
     }
 }
 
+impl SyntheticConfig {
+    /// The shapes dataset this project's embedded default model and learning tests use: 64×64
+    /// images with one or two shapes of 16–32 pixels.
+    pub fn shapes_64(num_images: usize, seed: u64) -> Self {
+        Self {
+            num_images,
+            width: 64,
+            height: 64,
+            min_objects: 1,
+            max_objects: 2,
+            min_size: 16,
+            max_size: 32,
+            seed,
+            format: SyntheticFormat::Png,
+        }
+    }
+}
+
 /// One drawn object.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SyntheticObject {

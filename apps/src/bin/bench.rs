@@ -58,6 +58,7 @@ struct Cli {
 }
 
 fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("bench: error: {err:#}");
         std::process::exit(1);

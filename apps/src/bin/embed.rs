@@ -116,6 +116,7 @@ impl Collected {
 }
 
 fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("embed: error: {err:#}");
         std::process::exit(1);

@@ -110,6 +110,7 @@ struct Cli {
 }
 
 fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("finetune: error: {err:#}");
         std::process::exit(1);

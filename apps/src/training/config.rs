@@ -19,6 +19,29 @@ pub enum Augment {
     None,
 }
 
+/// The asymmetric loss settings of a multi-label run (ASL's COCO recipe by default:
+/// `gamma_neg 4, gamma_pos 0, clip 0.05`; `0, 0, 0` is plain binary cross-entropy).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiLabelLoss {
+    /// Focusing exponent of negatives.
+    pub gamma_neg: f64,
+    /// Focusing exponent of positives.
+    pub gamma_pos: f64,
+    /// Probability margin of negatives.
+    pub clip: f64,
+}
+
+impl Default for MultiLabelLoss {
+    fn default() -> Self {
+        Self {
+            gamma_neg: 4.0,
+            gamma_pos: 0.0,
+            clip: 0.05,
+        }
+    }
+}
+
 /// Every setting of a run. Field names are the recipe's TOML keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +66,8 @@ pub struct TrainConfig {
     pub ema_decay: Option<f64>,
     /// Label smoothing for single-label training.
     pub label_smoothing: f64,
+    /// The multi-label loss.
+    pub multilabel_loss: MultiLabelLoss,
     /// Square input size.
     pub input_size: usize,
     /// Augmentation strength.
@@ -78,6 +103,7 @@ impl Default for TrainConfig {
             clip_grad: None,
             ema_decay: None,
             label_smoothing: 0.1,
+            multilabel_loss: MultiLabelLoss::default(),
             input_size: 224,
             augment: Augment::Full,
             freeze_stages: 0,

@@ -14,7 +14,7 @@ pub use checkpoint::{
     Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, TaskKind, load_latest_checkpoint,
     save_checkpoint,
 };
-pub use config::{Augment, TrainConfig};
+pub use config::{Augment, MultiLabelLoss, TrainConfig};
 pub use data::{Target, TrainingData, eval_preprocess, load_recipe, train_transform};
 pub use ema::Ema;
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};

@@ -21,6 +21,7 @@ use tresnet_heads::metrics::{
 use super::checkpoint::{
     Checkpoint, EpochRecord, RunDefinition, RunState, TaskKind, save_checkpoint,
 };
+use super::config::TrainConfig;
 use super::data::{Target, TrainingData, dataset, eval_preprocess, train_transform};
 use super::ema::Ema;
 use super::optimizer::{Optimizer, named_gradients};
@@ -67,11 +68,12 @@ pub struct TrainOutcome {
 /// Mean over the batch of the task's loss: a scalar that backpropagates.
 fn loss_of(
     task: TaskKind,
-    smoothing: f64,
+    cfg: &TrainConfig,
     logits: &Tensor,
     targets: &[Target],
     device: &Device,
 ) -> tresnet_heads::Result<Tensor> {
+    let smoothing = cfg.label_smoothing;
     match task {
         TaskKind::SingleLabel => {
             let classes: Vec<usize> = targets
@@ -94,7 +96,14 @@ fn loss_of(
                 })
                 .collect();
             let y = Tensor::from_vec(flat, (targets.len(), k), device)?;
-            asymmetric_loss(&AsymmetricLoss::coco_training(), logits, &y)
+            let m = cfg.multilabel_loss;
+            let loss = AsymmetricLoss {
+                gamma_neg: m.gamma_neg,
+                gamma_pos: m.gamma_pos,
+                clip: m.clip,
+                ..AsymmetricLoss::default()
+            };
+            asymmetric_loss(&loss, logits, &y)
         }
     }
 }
@@ -288,13 +297,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                     context: "injected".into(),
                 })
             } else {
-                loss_of(
-                    def.task,
-                    cfg.label_smoothing,
-                    &logits,
-                    &targets,
-                    &run.device,
-                )
+                loss_of(def.task, cfg, &logits, &targets, &run.device)
             };
             let loss = match loss {
                 Ok(l) => {

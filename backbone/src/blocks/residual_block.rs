@@ -4,7 +4,7 @@ use candle_core::Tensor;
 
 use super::Shortcut;
 use crate::error::Result;
-use crate::layers::{ConvNormAct, LayerWeights, SqueezeExcite};
+use crate::layers::{ConvNormAct, LayerWeights, SqueezeExcite, add_relu};
 use crate::layout::{BlockKind, BlockSpec};
 
 /// `relu(branch(x) + shortcut(x))`, where the branch is the block's convs with squeeze-and-excite
@@ -61,6 +61,6 @@ impl ResidualBlock {
                 out = se.forward(&out)?;
             }
         }
-        Ok((out + shortcut)?.relu()?)
+        add_relu(&out, &shortcut)
     }
 }

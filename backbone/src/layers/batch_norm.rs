@@ -1,11 +1,15 @@
 //! Batch norm: the statistics and their inference-time affine form, and the training-mode layer.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
 
+use super::apply_activation;
+use super::compute::epilogue;
+use crate::cpu_kernels::BnActOp;
 use crate::error::{Error, Result};
+use crate::layout::Activation;
 use crate::weights::StateDict;
 
 /// Batch-norm epsilon (timm `BatchNormAct2d` and InPlaceABN both use 1e-5).
@@ -121,6 +125,56 @@ impl BatchNormTrain {
             .lock()
             .expect("batch-norm statistics lock")
             .clone()
+    }
+
+    /// `activation(batch_norm(x))` on `(N, C, H, W)`; on the CPU in f32 one fused kernel (with a
+    /// fused gradient) does both.
+    pub fn forward_act(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+        let fused =
+            x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4 && !self.is_frozen();
+        if !fused {
+            return apply_activation(&self.forward(x)?, activation);
+        }
+        let stats = Arc::new(Mutex::new(None));
+        let op = BnActOp {
+            act: epilogue(activation),
+            eps: BATCH_NORM_EPS as f32,
+            stats: Arc::clone(&stats),
+        };
+        let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
+        let (mean, var) = stats
+            .lock()
+            .map_err(|_| Error::Config("batch-norm statistics lock".into()))?
+            .clone()
+            .ok_or_else(|| Error::Config("batch-norm kernel left no statistics".into()))?;
+        let (n, _, h, w) = x.dims4()?;
+        self.update_running(
+            &Tensor::new(mean, x.device())?,
+            &Tensor::new(var, x.device())?,
+            n * h * w,
+        )?;
+        Ok(y)
+    }
+
+    /// `running = (1 − m)·running + m·batch` (unbiased variance), `batches += 1`.
+    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let unbiased = if count > 1 {
+            count as f64 / (count - 1) as f64
+        } else {
+            1.0
+        };
+        let mut running = self.running.lock().expect("batch-norm statistics lock");
+        let batch_mean = batch_mean
+            .detach()
+            .flatten_all()?
+            .to_dtype(running.mean.dtype())?;
+        let batch_var =
+            (batch_var.detach().flatten_all()? * unbiased)?.to_dtype(running.var.dtype())?;
+        running.mean = ((&running.mean * (1.0 - m))? + (batch_mean * m)?)?;
+        running.var = ((&running.var * (1.0 - m))? + (batch_var * m)?)?;
+        running.batches += 1;
+        Ok(())
     }
 
     /// Normalises `(N, C, H, W)`.

@@ -1,32 +1,22 @@
 //! The anti-aliasing blur that does TResNet's in-block downsampling.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
-use super::conv2d;
+use super::fast_blur;
 use crate::error::{Error, Result};
 
 /// Fixed 3×3 binomial blur `[1,2,1]ᵀ[1,2,1] / 16` with reflect padding 1 and stride 2, applied to
 /// every channel (timm `BlurPool2d(filt_size=3)`): `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)`.
 ///
-/// It runs as a single one-channel convolution over `(N·C, 1, H+2, W+2)`, not as a grouped
-/// convolution (which candle would execute one group at a time).
-#[derive(Debug, Clone)]
-pub struct BlurPool {
-    /// `(1, 1, 3, 3)`.
-    kernel: Tensor,
-}
+/// f32 on the CPU runs a direct kernel; elsewhere the separable filter is applied along each axis
+/// with tensor operations (no grouped convolution, which candle would run one group at a time).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlurPool;
 
 impl BlurPool {
-    /// The blur in `dtype` on `device`.
-    pub fn new(dtype: DType, device: &Device) -> Result<Self> {
-        let taps = [1.0f32, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0].map(|v| v / 16.0);
-        let kernel = Tensor::from_slice(&taps, (1, 1, 3, 3), device)?.to_dtype(dtype)?;
-        Ok(Self { kernel })
-    }
-
     /// Blurs and subsamples; both sides must be at least 2 (reflect padding needs a neighbour).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+        let (_, _, h, w) = x.dims4()?;
         if h < 2 || w < 2 {
             return Err(Error::InputShape {
                 shape: x.dims().to_vec(),
@@ -36,19 +26,42 @@ impl BlurPool {
                 ),
             });
         }
-        let padded = reflect_pad_1(x)?.reshape((n * c, 1, h + 2, w + 2))?;
-        let y = conv2d(&padded, &self.kernel, 0, 2)?;
-        let (_, _, ho, wo) = y.dims4()?;
-        Ok(y.reshape((n, c, ho, wo))?)
+        if let Some(y) = fast_blur(x)? {
+            return Ok(y);
+        }
+        blur_axis(&blur_axis(x, 3)?, 2)
     }
 }
 
-/// Reflect padding of one pixel on all four sides (`F.pad(x, [1,1,1,1], mode="reflect")`).
-fn reflect_pad_1(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let rows = Tensor::cat(&[&x.narrow(2, 1, 1)?, x, &x.narrow(2, h - 2, 1)?], 2)?;
-    Ok(Tensor::cat(
-        &[&rows.narrow(3, 1, 1)?, &rows, &rows.narrow(3, w - 2, 1)?],
-        3,
-    )?)
+/// Blur-and-subsample along one axis with reflect padding:
+/// `out[i] = ¼·x[2i−1] + ½·x[2i] + ¼·x[2i+1]`, `x[−1] = x[1]`, `x[n] = x[n−2]`; `⌈n/2⌉` outputs.
+///
+/// Built from reshapes, narrows and sums only, so it runs (and differentiates) on every device;
+/// candle's strided convolution would do, but its gradient gets the input size wrong when the
+/// padded side is even.
+fn blur_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
+    let n = x.dims()[axis];
+    // Make the length even with the reflected element x[n−2] when it is odd.
+    let x = if n % 2 == 1 {
+        Tensor::cat(&[x, &x.narrow(axis, n - 2, 1)?], axis)?
+    } else {
+        x.clone()
+    };
+    let half = x.dims()[axis] / 2;
+    let mut split = x.dims().to_vec();
+    split[axis] = half;
+    split.insert(axis + 1, 2);
+    let pairs = x.reshape(split)?;
+    let even = pairs.narrow(axis + 1, 0, 1)?.squeeze(axis + 1)?;
+    let odd = pairs.narrow(axis + 1, 1, 1)?.squeeze(axis + 1)?;
+    // x[2i−1] is odd[i−1], and x[−1] = x[1] = odd[0].
+    let previous = if half > 1 {
+        Tensor::cat(
+            &[&odd.narrow(axis, 0, 1)?, &odd.narrow(axis, 0, half - 1)?],
+            axis,
+        )?
+    } else {
+        odd.clone()
+    };
+    Ok(((even * 0.5)? + ((previous + &odd)? * 0.25)?)?)
 }

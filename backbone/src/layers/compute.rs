@@ -1,13 +1,95 @@
-//! Convolution and matrix product entry points that work in every dtype on every device.
+//! Convolution, blur and matrix product entry points that work in every dtype on every device.
 //!
-//! candle 0.11's CPU backend has no bf16 matrix product (and so no bf16 convolution). On the CPU,
-//! bf16 operands are widened to f32 for the product and the result is rounded back to bf16: the
-//! same contract as bf16 hardware (bf16 storage, f32 accumulation). Every other case calls candle
-//! directly.
+//! f32 on the CPU takes this crate's kernels ([`crate::cpu_kernels`]) for the shapes TResNet
+//! uses. candle 0.11's CPU backend has no bf16 matrix product (and so no bf16 convolution): on the
+//! CPU, bf16 operands are widened to f32 for the product and the result is rounded back to bf16,
+//! the same contract as bf16 hardware (bf16 storage, f32 accumulation). Everything else calls
+//! candle directly.
 
 use candle_core::{DType, Tensor};
 
+use crate::cpu_kernels::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp, Epilogue};
 use crate::error::Result;
+use crate::layout::Activation;
+
+/// Whether the fast CPU convolution handles this case.
+fn fast_conv(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> bool {
+    let k = kernel.dims();
+    x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && kernel.dtype() == DType::F32
+        && stride == 1
+        && k.len() == 4
+        && k[2] == k[3]
+        && (k[2] == 1 || k[2] == 3)
+        && padding == k[2] / 2
+        && x.rank() == 4
+        && x.dims()[1] == k[1]
+}
+
+/// `act(conv(x, kernel) + bias)` (stride 1, "same" padding), fused on the CPU: `(N, I, H, W)` ×
+/// `(O, I, k, k)` + `(O)` → `(N, O, H, W)`. Not differentiable (inference only).
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    activation: Activation,
+) -> Result<Tensor> {
+    if fast_conv(x, kernel, padding, 1) && bias.dtype() == DType::F32 {
+        let op = ConvBiasActOp {
+            epilogue: epilogue(activation),
+        };
+        return Ok(x.contiguous()?.apply_op3_no_bwd(
+            &kernel.contiguous()?,
+            &bias.flatten_all()?.contiguous()?,
+            &op,
+        )?);
+    }
+    let y = conv2d(x, kernel, padding, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+    super::apply_activation(&y, activation)
+}
+
+fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The fused epilogue for an activation.
+pub(crate) fn epilogue(activation: Activation) -> Epilogue {
+    match activation {
+        Activation::Identity => Epilogue::Identity,
+        Activation::Relu => Epilogue::Relu,
+        Activation::LeakyRelu(s) => Epilogue::LeakyRelu(s as f32),
+    }
+}
+
+/// `relu(a + b)` (same shapes), one fused pass on the CPU.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if is_cpu_f32(a) && is_cpu_f32(b) && a.dims() == b.dims() {
+        return Ok(a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)?);
+    }
+    Ok((a + b)?.relu()?)
+}
+
+/// `x (N, C, H, W)` scaled per channel by `gate (N, C)`, one fused pass on the CPU.
+pub fn channel_scale(x: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    let (n, c, _, _) = x.dims4()?;
+    if is_cpu_f32(x) && is_cpu_f32(gate) && x.rank() == 4 {
+        return Ok(x
+            .contiguous()?
+            .apply_op2(&gate.contiguous()?, ChannelScaleOp)?);
+    }
+    Ok(x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)?)
+}
+
+/// The anti-aliasing blur on `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)` with the CPU kernel, or
+/// `None` when the tensor is not an f32 CPU tensor.
+pub fn fast_blur(x: &Tensor) -> Result<Option<Tensor>> {
+    if is_cpu_f32(x) && x.rank() == 4 {
+        return Ok(Some(x.contiguous()?.apply_op1(BlurOp)?));
+    }
+    Ok(None)
+}
 
 fn widen_on_cpu(t: &Tensor) -> bool {
     t.dtype() == DType::BF16 && t.device().is_cpu()
@@ -15,6 +97,9 @@ fn widen_on_cpu(t: &Tensor) -> bool {
 
 /// `x.conv2d(kernel, padding, stride, 1, 1)`: `(N, I, H, W)` × `(O, I, k, k)` → `(N, O, H', W')`.
 pub fn conv2d(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    if fast_conv(x, kernel, padding, stride) {
+        return Ok(x.contiguous()?.apply_op2(&kernel.contiguous()?, ConvOp)?);
+    }
     if widen_on_cpu(x) {
         let y =
             x.to_dtype(DType::F32)?

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use super::batch_norm::RunningStats;
 use super::{
     BatchNormStats, BatchNormTrain, BlurPool, LayerWeights, NormMode, apply_activation, conv2d,
+    conv2d_bias_act,
 };
 use crate::error::Result;
 use crate::layout::{Activation, ConvNormActSpec};
@@ -108,11 +109,7 @@ impl ConvNormAct {
                 }
             }
         };
-        let blur = if spec.anti_alias {
-            Some(BlurPool::new(weights.dtype, weights.device)?)
-        } else {
-            None
-        };
+        let blur = spec.anti_alias.then_some(BlurPool);
         Ok(Self {
             weight,
             norm,
@@ -124,13 +121,21 @@ impl ConvNormAct {
 
     /// Applies the unit to `(N, I, H, W)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d(x, &self.weight, self.padding, 1)?;
         let y = match &self.norm {
-            Norm::Folded { bias } => y.broadcast_add(bias)?,
-            Norm::Separate { scale, shift } => y.broadcast_mul(scale)?.broadcast_add(shift)?,
-            Norm::Train(bn) => bn.forward(&y)?,
+            Norm::Folded { bias } => {
+                conv2d_bias_act(x, &self.weight, bias, self.padding, self.activation)?
+            }
+            Norm::Separate { scale, shift } => {
+                let y = conv2d(x, &self.weight, self.padding, 1)?;
+                apply_activation(
+                    &y.broadcast_mul(scale)?.broadcast_add(shift)?,
+                    self.activation,
+                )?
+            }
+            Norm::Train(bn) => {
+                bn.forward_act(&conv2d(x, &self.weight, self.padding, 1)?, self.activation)?
+            }
         };
-        let y = apply_activation(&y, self.activation)?;
         match &self.blur {
             Some(blur) => blur.forward(&y),
             None => Ok(y),

@@ -2,7 +2,7 @@
 
 use candle_core::{D, Tensor};
 
-use super::{LayerWeights, matmul, widen};
+use super::{LayerWeights, channel_scale, matmul, widen};
 use crate::error::Result;
 use crate::layout::SqueezeExciteSpec;
 
@@ -52,6 +52,6 @@ impl SqueezeExcite {
         let gate = candle_nn::ops::sigmoid(
             &matmul(&hidden, &self.fc2.t()?)?.broadcast_add(&self.fc2_bias)?,
         )?;
-        Ok(x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)?)
+        channel_scale(x, &gate.reshape((n, c))?)
     }
 }

@@ -1,0 +1,456 @@
+//! Stride-1 convolutions with 1×1 (no padding) or 3×3 (padding 1) kernels on NCHW f32 — every
+//! convolution TResNet has — as cache-blocked im2col + gemm, parallel over images and pixel
+//! tiles, with bias and activation fused into the output pass; and their gradients.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::sgemm::{MatMut, MatRef, sgemm};
+
+/// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
+/// is smaller (then several images share one matrix product, which small maps need to keep the
+/// product efficient).
+const TILE_PIXELS: usize = 512;
+
+/// The geometry of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Height (input = output).
+    pub height: usize,
+    /// Width (input = output).
+    pub width: usize,
+    /// 1 or 3.
+    pub kernel: usize,
+}
+
+impl ConvGeometry {
+    fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Rows of the im2col matrix: `in_channels · kernel²`.
+    fn patch(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+
+    /// The tiles covering the batch, in order.
+    fn tiles(&self) -> Vec<Tile> {
+        let hw = self.pixels();
+        if hw >= TILE_PIXELS {
+            let rows_per_tile = (TILE_PIXELS / self.width.max(1)).max(1);
+            (0..self.batch)
+                .flat_map(|b| {
+                    (0..self.height).step_by(rows_per_tile).map(move |y| Tile {
+                        first_image: b,
+                        images: 1,
+                        first_row: y,
+                        rows: rows_per_tile.min(self.height - y),
+                    })
+                })
+                .collect()
+        } else {
+            let per_tile = (TILE_PIXELS / hw.max(1)).max(1);
+            (0..self.batch)
+                .step_by(per_tile)
+                .map(|b| Tile {
+                    first_image: b,
+                    images: per_tile.min(self.batch - b),
+                    first_row: 0,
+                    rows: self.height,
+                })
+                .collect()
+        }
+    }
+}
+
+/// A block of output pixels: rows `first_row..first_row+rows` of images
+/// `first_image..first_image+images` (several images only with whole images).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tile {
+    first_image: usize,
+    images: usize,
+    first_row: usize,
+    rows: usize,
+}
+
+impl Tile {
+    /// Pixels of one image in the tile.
+    fn image_pixels(&self, g: &ConvGeometry) -> usize {
+        self.rows * g.width
+    }
+
+    /// Columns of the tile's matrices.
+    fn columns(&self, g: &ConvGeometry) -> usize {
+        self.images * self.image_pixels(g)
+    }
+}
+
+/// The element-wise function fused after the bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// Nothing.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `max(x, slope·x)`.
+    LeakyRelu(f32),
+}
+
+impl Epilogue {
+    /// Applies the function to one value.
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Epilogue::Identity => v,
+            Epilogue::Relu => v.max(0.0),
+            Epilogue::LeakyRelu(s) => v.max(v * s),
+        }
+    }
+}
+
+thread_local! {
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fills `col` (`patch × n`, row-major, `n` = the tile's columns) with the tile's input patches:
+/// 3×3 neighbourhoods (zero outside the image) or, for 1×1, the pixels themselves.
+fn im2col(x: &[f32], g: &ConvGeometry, tile: &Tile, col: &mut [f32]) {
+    let (h, w, hw) = (g.height, g.width, g.pixels());
+    let n = tile.columns(g);
+    let per_image = tile.image_pixels(g);
+    for j in 0..tile.images {
+        let image = &x[(tile.first_image + j) * g.in_channels * hw..][..g.in_channels * hw];
+        for c in 0..g.in_channels {
+            let plane = &image[c * hw..(c + 1) * hw];
+            if g.kernel == 1 {
+                col[c * n + j * per_image..][..per_image]
+                    .copy_from_slice(&plane[tile.first_row * w..][..per_image]);
+                continue;
+            }
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let r = (c * 3 + ky) * 3 + kx;
+                    let dst = &mut col[r * n + j * per_image..][..per_image];
+                    for (i, out_row) in dst.chunks_exact_mut(w).enumerate() {
+                        let sy = (tile.first_row + i) as isize + ky as isize - 1;
+                        if sy < 0 || sy >= h as isize {
+                            out_row.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                        match kx {
+                            0 => {
+                                out_row[0] = 0.0;
+                                out_row[1..].copy_from_slice(&src[..w - 1]);
+                            }
+                            1 => out_row.copy_from_slice(src),
+                            _ => {
+                                out_row[..w - 1].copy_from_slice(&src[1..]);
+                                out_row[w - 1] = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Work items (the tiles), and how many threads each product may use itself (all of them when
+/// there are too few tiles to keep the pool busy).
+fn plan(g: &ConvGeometry) -> (Vec<Tile>, usize) {
+    let tiles = g.tiles();
+    let threads = rayon::current_num_threads();
+    let inner = if tiles.len() >= 2 * threads {
+        1
+    } else {
+        threads
+    };
+    (tiles, inner)
+}
+
+/// Runs `f` on every tile, in parallel over tiles unless each tile parallelises itself.
+fn for_each_tile(tiles: &[Tile], inner: usize, f: impl Fn(&Tile) + Sync) {
+    if inner > 1 {
+        tiles.iter().for_each(&f);
+    } else {
+        tiles.par_iter().for_each(&f);
+    }
+}
+
+/// `out = act(conv(x, w) + bias)`: `x` `(B, I, H, W)`, `w` `(O, I, k, k)`, `bias` `(O)`, `out`
+/// `(B, O, H, W)`, all contiguous.
+pub fn conv_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    g: &ConvGeometry,
+    out: &mut [f32],
+) {
+    let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
+    assert_eq!(x.len(), g.batch * g.in_channels * hw);
+    assert_eq!(w.len(), o * patch);
+    assert_eq!(out.len(), g.batch * o * hw);
+    let (tiles, inner) = plan(g);
+    let dst_len = out.len();
+    let dst_base = SendPtr(out.as_mut_ptr());
+    let lhs = MatRef {
+        data: w,
+        offset: 0,
+        rows: o,
+        cols: patch,
+        row_stride: patch,
+        col_stride: 1,
+    };
+    for_each_tile(&tiles, inner, |tile| {
+        let n = tile.columns(g);
+        let per_image = tile.image_pixels(g);
+        let p0 = tile.first_row * g.width;
+        let finish = |row: &mut [f32], oc: usize| {
+            if bias.is_some() || epilogue != Epilogue::Identity {
+                let b0 = bias.map_or(0.0, |b| b[oc]);
+                for v in row.iter_mut() {
+                    *v = epilogue.apply(*v + b0);
+                }
+            }
+        };
+        if tile.images == 1 {
+            // Write straight into the image's output rows.
+            let dst = MatMut {
+                base: dst_base.get(),
+                len: dst_len,
+                offset: tile.first_image * o * hw + p0,
+                rows: o,
+                cols: n,
+                row_stride: hw,
+            };
+            let image = &x[tile.first_image * g.in_channels * hw..][..g.in_channels * hw];
+            if g.kernel == 1 {
+                let rhs = MatRef {
+                    data: image,
+                    offset: p0,
+                    rows: g.in_channels,
+                    cols: n,
+                    row_stride: hw,
+                    col_stride: 1,
+                };
+                // SAFETY: tiles cover disjoint pixels of `out`.
+                #[allow(unsafe_code)]
+                unsafe {
+                    sgemm(dst, lhs, rhs, false, inner)
+                };
+            } else {
+                COLUMNS.with(|cell| {
+                    let mut col = cell.borrow_mut();
+                    col.resize(patch * n, 0.0);
+                    im2col(x, g, tile, &mut col);
+                    let rhs = MatRef {
+                        data: &col,
+                        offset: 0,
+                        rows: patch,
+                        cols: n,
+                        row_stride: n,
+                        col_stride: 1,
+                    };
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        sgemm(dst, lhs, rhs, false, inner)
+                    };
+                });
+            }
+            for oc in 0..o {
+                // SAFETY: this tile owns these pixels of every output row.
+                #[allow(unsafe_code)]
+                let row = unsafe { dst.row(oc) };
+                finish(row, oc);
+            }
+        } else {
+            // Several whole images: one product into a scratch block, then scattered.
+            COLUMNS.with(|cols| {
+                PRODUCT.with(|prod| {
+                    let (mut col, mut product) = (cols.borrow_mut(), prod.borrow_mut());
+                    col.resize(patch * n, 0.0);
+                    product.resize(o * n, 0.0);
+                    im2col(x, g, tile, &mut col);
+                    let rhs = MatRef {
+                        data: &col,
+                        offset: 0,
+                        rows: patch,
+                        cols: n,
+                        row_stride: n,
+                        col_stride: 1,
+                    };
+                    let scratch = MatMut {
+                        base: product.as_mut_ptr(),
+                        len: product.len(),
+                        offset: 0,
+                        rows: o,
+                        cols: n,
+                        row_stride: n,
+                    };
+                    // SAFETY: the scratch block belongs to this thread.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        sgemm(scratch, lhs, rhs, false, inner)
+                    };
+                    for j in 0..tile.images {
+                        let dst = MatMut {
+                            base: dst_base.get(),
+                            len: dst_len,
+                            offset: (tile.first_image + j) * o * hw,
+                            rows: o,
+                            cols: hw,
+                            row_stride: hw,
+                        };
+                        for oc in 0..o {
+                            // SAFETY: this tile owns these images of `out`.
+                            #[allow(unsafe_code)]
+                            let row = unsafe { dst.row(oc) };
+                            row.copy_from_slice(&product[oc * n + j * per_image..][..per_image]);
+                            finish(row, oc);
+                        }
+                    }
+                });
+            });
+        }
+    });
+}
+
+/// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
+/// `(B, O, H, W)` and `w` `(O, I, k, k)`.
+pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mut [f32]) {
+    let (i, o, k) = (g.in_channels, g.out_channels, g.kernel);
+    // A stride-1 "same" convolution's input gradient is the convolution of the output gradient
+    // with the kernel flipped and its channel axes swapped: w'[i][o][y][x] = w[o][i][k-1-y][k-1-x].
+    let kk = k * k;
+    let mut flipped = vec![0.0f32; i * o * kk];
+    flipped
+        .par_chunks_mut(o * kk)
+        .enumerate()
+        .for_each(|(ic, block)| {
+            for oc in 0..o {
+                let src = &w[(oc * i + ic) * kk..][..kk];
+                let dst = &mut block[oc * kk..][..kk];
+                for (t, v) in dst.iter_mut().enumerate() {
+                    *v = src[kk - 1 - t];
+                }
+            }
+        });
+    let swapped = ConvGeometry {
+        in_channels: o,
+        out_channels: i,
+        ..*g
+    };
+    conv_forward(g_out, &flipped, None, Epilogue::Identity, &swapped, g_in);
+}
+
+/// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch. The sum is split
+/// into a fixed number of contiguous chunks of tiles reduced in order, so the result does not
+/// depend on thread timing.
+pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mut [f32]) {
+    let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
+    assert_eq!(g_w.len(), o * patch);
+    let (tiles, _) = plan(g);
+    let chunks = rayon::current_num_threads().clamp(1, tiles.len().max(1));
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut acc = vec![0.0f32; o * patch];
+            let lo = c * tiles.len() / chunks;
+            let hi = (c + 1) * tiles.len() / chunks;
+            let dst = MatMut {
+                base: acc.as_mut_ptr(),
+                len: acc.len(),
+                offset: 0,
+                rows: o,
+                cols: patch,
+                row_stride: patch,
+            };
+            for tile in &tiles[lo..hi] {
+                let n = tile.columns(g);
+                let per_image = tile.image_pixels(g);
+                COLUMNS.with(|cols| {
+                    PRODUCT.with(|prod| {
+                        let (mut col, mut grad) = (cols.borrow_mut(), prod.borrow_mut());
+                        col.resize(patch * n, 0.0);
+                        im2col(x, g, tile, &mut col);
+                        // The tile's output gradient as an `O × n` block.
+                        let lhs = if tile.images == 1 {
+                            MatRef {
+                                data: g_out,
+                                offset: tile.first_image * o * hw + tile.first_row * g.width,
+                                rows: o,
+                                cols: n,
+                                row_stride: hw,
+                                col_stride: 1,
+                            }
+                        } else {
+                            grad.resize(o * n, 0.0);
+                            for j in 0..tile.images {
+                                for oc in 0..o {
+                                    grad[oc * n + j * per_image..][..per_image].copy_from_slice(
+                                        &g_out[((tile.first_image + j) * o + oc) * hw..][..hw],
+                                    );
+                                }
+                            }
+                            MatRef {
+                                data: &grad,
+                                offset: 0,
+                                rows: o,
+                                cols: n,
+                                row_stride: n,
+                                col_stride: 1,
+                            }
+                        };
+                        let rhs = MatRef {
+                            data: &col,
+                            offset: 0,
+                            rows: n,
+                            cols: patch,
+                            row_stride: 1,
+                            col_stride: n,
+                        };
+                        // SAFETY: `acc` belongs to this chunk alone.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            sgemm(dst, lhs, rhs, true, 1)
+                        };
+                    });
+                });
+            }
+            acc
+        })
+        .collect();
+    g_w.fill(0.0);
+    for part in partials {
+        for (a, p) in g_w.iter_mut().zip(part) {
+            *a += p;
+        }
+    }
+}
+
+/// A raw pointer that may cross threads (the regions written through it are disjoint).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: see `conv_forward`: every task writes a disjoint region.
+#[allow(unsafe_code)]
+unsafe impl Send for SendPtr {}
+#[allow(unsafe_code)]
+unsafe impl Sync for SendPtr {}

@@ -1,0 +1,132 @@
+//! A checked wrapper around the `gemm` crate's f32 matrix product.
+
+/// A matrix view over a slice: element `(r, c)` at `offset + r·row_stride + c·col_stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    /// The backing data.
+    pub data: &'a [f32],
+    /// Index of element (0, 0).
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl MatRef<'_> {
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// A mutable destination; the same addressing as [`MatRef`], over a raw base pointer so that
+/// disjoint tiles of one buffer can be written from several threads.
+#[derive(Debug, Clone, Copy)]
+pub struct MatMut {
+    /// Base of the whole buffer.
+    pub base: *mut f32,
+    /// Length of the whole buffer (for the bounds check).
+    pub len: usize,
+    /// Index of element (0, 0).
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Distance between rows.
+    pub row_stride: usize,
+}
+
+// SAFETY: a MatMut is only a description of a region; writers guarantee regions are disjoint.
+#[allow(unsafe_code)]
+unsafe impl Send for MatMut {}
+#[allow(unsafe_code)]
+unsafe impl Sync for MatMut {}
+
+impl MatMut {
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + self.cols - 1 < self.len
+    }
+
+    /// Row `r` of the region as a slice.
+    ///
+    /// # Safety
+    /// The buffer must outlive `'a`, and nothing else may access this row of the region while the
+    /// slice lives.
+    #[allow(unsafe_code)]
+    pub unsafe fn row<'a>(self, r: usize) -> &'a mut [f32] {
+        assert!(r < self.rows && self.in_bounds());
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.add(self.offset + r * self.row_stride),
+                self.cols,
+            )
+        }
+    }
+}
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`): `lhs` is `m × k`, `rhs` `k × n`,
+/// `dst` `m × n`; `threads > 1` lets the product itself run on the rayon pool.
+///
+/// # Safety
+/// The destination region must not be accessed by anyone else during the call.
+#[allow(unsafe_code)]
+pub unsafe fn sgemm(
+    dst: MatMut,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert_eq!(lhs.rows, dst.rows, "gemm: lhs rows");
+    assert_eq!(rhs.cols, dst.cols, "gemm: rhs cols");
+    assert_eq!(lhs.cols, rhs.rows, "gemm: inner dimension");
+    assert!(
+        lhs.in_bounds() && rhs.in_bounds() && dst.in_bounds(),
+        "gemm: out of bounds"
+    );
+    if dst.rows == 0 || dst.cols == 0 {
+        return;
+    }
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element addressed is in bounds (asserted); the destination is exclusive
+    // (the caller's contract); strides are positive.
+    unsafe {
+        gemm::gemm(
+            dst.rows,
+            dst.cols,
+            lhs.cols,
+            dst.base.add(dst.offset),
+            1,
+            dst.row_stride as isize,
+            accumulate,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}

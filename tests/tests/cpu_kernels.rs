@@ -1,0 +1,368 @@
+//! The fast CPU kernels against candle's own operations computed in f64: forward values and
+//! gradients, on odd sizes, batch 1, single- and multi-image tiles, and non-contiguous inputs.
+
+use candle_core::{DType, Device, Tensor, Var};
+use tresnet::layers::{
+    BatchNormTrain, BlurPool, RunningStats, add_relu, channel_scale, conv2d, conv2d_bias_act,
+};
+use tresnet::layout::Activation;
+use tresnet_tests::assert_close;
+
+fn rand(shape: &[usize]) -> Tensor {
+    Tensor::rand(-1f32, 1.0, shape, &Device::Cpu).unwrap()
+}
+
+fn f64(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F64).unwrap()
+}
+
+/// Relative tolerance of the f32 kernels against f64 references, scaled by the largest value.
+fn check(ours: &Tensor, reference: &Tensor, what: &str) {
+    let scale = reference
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .max(1e-6);
+    assert_close(ours, reference, 1e-5 * scale, 0.0, what);
+}
+
+const CONV_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    // (batch, in, out, height, width, kernel)
+    (1, 3, 4, 5, 7, 3),
+    (2, 8, 5, 9, 9, 1),
+    (3, 5, 6, 13, 6, 3),
+    (1, 16, 8, 40, 33, 3), // several row tiles in one image
+    (5, 12, 7, 6, 5, 3),   // several images in one tile
+    (4, 9, 3, 7, 3, 1),
+    (1, 4, 4, 1, 1, 3), // a single pixel
+];
+
+#[test]
+fn convolution_forward_and_gradients_match_candle() {
+    for &(b, i, o, h, w, k) in CONV_CASES {
+        let tag = format!("conv b{b} i{i} o{o} {h}x{w} k{k}");
+        let x = Var::from_tensor(&rand(&[b, i, h, w])).unwrap();
+        let wt = Var::from_tensor(&rand(&[o, i, k, k])).unwrap();
+        let probe = rand(&[b, o, h, w]);
+        let ours = conv2d(x.as_tensor(), wt.as_tensor(), k / 2, 1).unwrap();
+        let x64 = Var::from_tensor(&f64(x.as_tensor())).unwrap();
+        let w64 = Var::from_tensor(&f64(wt.as_tensor())).unwrap();
+        let reference = x64
+            .as_tensor()
+            .conv2d(w64.as_tensor(), k / 2, 1, 1, 1)
+            .unwrap();
+        check(&ours, &reference, &format!("{tag} forward"));
+        let g = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g64 = (reference * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        check(
+            g.get(&x).unwrap(),
+            g64.get(&x64).unwrap(),
+            &format!("{tag} d/dx"),
+        );
+        check(
+            g.get(&wt).unwrap(),
+            g64.get(&w64).unwrap(),
+            &format!("{tag} d/dw"),
+        );
+        // Fused bias + activation.
+        let bias = rand(&[o]);
+        let fused = conv2d_bias_act(
+            x.as_tensor(),
+            wt.as_tensor(),
+            &bias,
+            k / 2,
+            Activation::LeakyRelu(0.01),
+        )
+        .unwrap();
+        let pre = (x64
+            .as_tensor()
+            .conv2d(w64.as_tensor(), k / 2, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&f64(&bias).reshape((1, o, 1, 1)).unwrap()))
+        .unwrap();
+        let expected = pre.maximum(&(&pre * 0.01).unwrap()).unwrap();
+        check(&fused, &expected, &format!("{tag} fused bias + leaky relu"));
+    }
+}
+
+#[test]
+fn non_contiguous_inputs_are_handled() {
+    let base = rand(&[2, 6, 9, 8]);
+    let x = base.transpose(2, 3).unwrap(); // (2, 6, 8, 9), strided
+    assert!(!x.is_contiguous());
+    let w = rand(&[4, 6, 3, 3]);
+    let ours = conv2d(&x, &w, 1, 1).unwrap();
+    let reference = f64(&x).conv2d(&f64(&w), 1, 1, 1, 1).unwrap();
+    check(&ours, &reference, "strided conv input");
+    let narrowed = rand(&[3, 5, 8, 10]).narrow(3, 1, 7).unwrap();
+    let blurred = BlurPool.forward(&narrowed).unwrap();
+    let blurred64 = BlurPool.forward(&f64(&narrowed)).unwrap();
+    check(&blurred, &blurred64, "strided blur input");
+}
+
+/// The blur written out from its definition, in f64: `(P, H, W)` planes.
+fn blur_reference(x: &[f64], planes: usize, h: usize, w: usize) -> Vec<f64> {
+    let r = |i: isize, n: usize| -> usize {
+        if i < 0 {
+            1
+        } else if i as usize >= n {
+            n - 2
+        } else {
+            i as usize
+        }
+    };
+    let taps = [0.25, 0.5, 0.25];
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = vec![0.0; planes * ho * wo];
+    for p in 0..planes {
+        for y in 0..ho {
+            for xo in 0..wo {
+                let mut acc = 0.0;
+                for (dy, ty) in taps.iter().enumerate() {
+                    for (dx, tx) in taps.iter().enumerate() {
+                        let sy = r(2 * y as isize + dy as isize - 1, h);
+                        let sx = r(2 * xo as isize + dx as isize - 1, w);
+                        acc += ty * tx * x[(p * h + sy) * w + sx];
+                    }
+                }
+                out[(p * ho + y) * wo + xo] = acc;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blur_matches_its_definition_on_both_paths_with_consistent_gradients() {
+    for shape in [
+        [1usize, 1, 2, 2],
+        [2, 3, 7, 5],
+        [1, 4, 16, 16],
+        [3, 2, 9, 12],
+    ] {
+        let x = rand(&shape);
+        let planes = shape[0] * shape[1];
+        let want = blur_reference(
+            &f64(&x).flatten_all().unwrap().to_vec1().unwrap(),
+            planes,
+            shape[2],
+            shape[3],
+        );
+        let want = Tensor::from_vec(
+            want,
+            (
+                shape[0],
+                shape[1],
+                shape[2].div_ceil(2),
+                shape[3].div_ceil(2),
+            ),
+            &Device::Cpu,
+        )
+        .unwrap();
+        check(
+            &BlurPool.forward(&x).unwrap(),
+            &want,
+            &format!("blur {shape:?} CPU kernel"),
+        );
+        check(
+            &BlurPool.forward(&f64(&x)).unwrap(),
+            &want,
+            &format!("blur {shape:?} tensor path"),
+        );
+    }
+}
+
+#[test]
+fn blur_gradient_of_the_kernel_equals_autograd_of_the_tensor_path() {
+    for shape in [
+        [1usize, 1, 2, 2],
+        [2, 3, 7, 5],
+        [1, 4, 16, 16],
+        [3, 2, 9, 12],
+    ] {
+        let tag = format!("blur {shape:?}");
+        let x = Var::from_tensor(&rand(&shape)).unwrap();
+        let x64 = Var::from_tensor(&f64(x.as_tensor())).unwrap();
+        let ours = BlurPool.forward(x.as_tensor()).unwrap();
+        let reference = BlurPool.forward(x64.as_tensor()).unwrap();
+        check(&ours, &reference, &format!("{tag} forward"));
+        let probe = rand(ours.dims());
+        let g = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g64 = (reference * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        check(
+            g.get(&x).unwrap(),
+            g64.get(&x64).unwrap(),
+            &format!("{tag} d/dx"),
+        );
+    }
+}
+
+fn batch_norm(c: usize, dtype: DType) -> (BatchNormTrain, Var, Var) {
+    let gamma = Var::from_tensor(
+        &Tensor::rand(0.5f32, 1.5, c, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap(),
+    )
+    .unwrap();
+    let beta = Var::from_tensor(&(rand(&[c]) * 0.1).unwrap().to_dtype(dtype).unwrap()).unwrap();
+    let running = RunningStats {
+        mean: Tensor::zeros(c, dtype, &Device::Cpu).unwrap(),
+        var: Tensor::ones(c, dtype, &Device::Cpu).unwrap(),
+        batches: 0,
+    };
+    (
+        BatchNormTrain::new(
+            gamma.as_tensor().clone(),
+            beta.as_tensor().clone(),
+            running,
+            0.1,
+        ),
+        gamma,
+        beta,
+    )
+}
+
+#[test]
+fn fused_batch_norm_activation_matches_candle() {
+    for (shape, act) in [
+        ([4usize, 3, 5, 7], Activation::LeakyRelu(1e-3)),
+        ([1, 5, 6, 6], Activation::Identity),
+        ([2, 8, 3, 1], Activation::Relu),
+    ] {
+        let tag = format!("bn {shape:?} {act:?}");
+        let x32 = rand(&shape);
+        let (bn, gamma, beta) = batch_norm(shape[1], DType::F32);
+        let x = Var::from_tensor(&x32).unwrap();
+        let ours = bn.forward_act(x.as_tensor(), act).unwrap();
+        let (bn64, gamma64, beta64) = batch_norm(shape[1], DType::F64);
+        gamma64.set(&f64(gamma.as_tensor())).unwrap();
+        beta64.set(&f64(beta.as_tensor())).unwrap();
+        let x64 = Var::from_tensor(&f64(&x32)).unwrap();
+        // The f64 path is candle's composite of mean/var/normalise/activation.
+        let reference = bn64.forward_act(x64.as_tensor(), act).unwrap();
+        check(&ours, &reference, &format!("{tag} forward"));
+        let probe = rand(&shape);
+        let g = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g64 = (reference * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        check(
+            g.get(&x).unwrap(),
+            g64.get(&x64).unwrap(),
+            &format!("{tag} d/dx"),
+        );
+        check(
+            g.get(&gamma).unwrap(),
+            g64.get(&gamma64).unwrap(),
+            &format!("{tag} d/dgamma"),
+        );
+        check(
+            g.get(&beta).unwrap(),
+            g64.get(&beta64).unwrap(),
+            &format!("{tag} d/dbeta"),
+        );
+        check(
+            &bn.running().var,
+            &bn64.running().var,
+            &format!("{tag} running variance"),
+        );
+        check(
+            &bn.running().mean,
+            &bn64.running().mean,
+            &format!("{tag} running mean"),
+        );
+    }
+}
+
+#[test]
+fn add_relu_and_channel_scale_match_candle() {
+    let shape = [3usize, 4, 5, 6];
+    let (a, b) = (
+        Var::from_tensor(&rand(&shape)).unwrap(),
+        Var::from_tensor(&rand(&shape)).unwrap(),
+    );
+    let (a64, b64) = (
+        Var::from_tensor(&f64(a.as_tensor())).unwrap(),
+        Var::from_tensor(&f64(b.as_tensor())).unwrap(),
+    );
+    let probe = rand(&shape);
+    let ours = add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let reference = add_relu(a64.as_tensor(), b64.as_tensor()).unwrap();
+    check(&ours, &reference, "add-relu forward");
+    let g = (ours * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g64 = (reference * f64(&probe))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    check(g.get(&a).unwrap(), g64.get(&a64).unwrap(), "add-relu d/da");
+    check(g.get(&b).unwrap(), g64.get(&b64).unwrap(), "add-relu d/db");
+
+    let gate = Var::from_tensor(&rand(&[3, 4])).unwrap();
+    let gate64 = Var::from_tensor(&f64(gate.as_tensor())).unwrap();
+    let ours = channel_scale(a.as_tensor(), gate.as_tensor()).unwrap();
+    let reference = channel_scale(a64.as_tensor(), gate64.as_tensor()).unwrap();
+    check(&ours, &reference, "channel scale forward");
+    let g = (ours * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g64 = (reference * f64(&probe))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    check(
+        g.get(&a).unwrap(),
+        g64.get(&a64).unwrap(),
+        "channel scale d/dx",
+    );
+    check(
+        g.get(&gate).unwrap(),
+        g64.get(&gate64).unwrap(),
+        "channel scale d/dgate",
+    );
+}
