@@ -46,6 +46,12 @@ impl RuntimeFlags {
         parse_device(&self.device)
     }
 
+    /// Threads to use: `-j`, else every core.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Sizes the global thread pool (used by decoding and by candle's CPU kernels) from `-j`.
     pub fn init_threads(&self) -> Result<()> {
         if let Some(n) = self.workers {
@@ -91,5 +97,30 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
         other => bail!("--dtype {other}: expected f32, f16 or bf16"),
+    }
+}
+
+/// `--input-size` and `--resize`: overrides of the model's own preprocessing.
+#[derive(Debug, Clone, Args)]
+pub struct PreprocessFlags {
+    /// Square input size (default: the model's).
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    /// squish (resize to the input size) or crop (resize + centre crop), default: the model's.
+    #[arg(long)]
+    pub resize: Option<String>,
+}
+
+impl PreprocessFlags {
+    /// The overrides these flags ask for.
+    pub fn overrides(&self) -> Result<crate::model_bundle::PreprocessOverrides> {
+        Ok(crate::model_bundle::PreprocessOverrides {
+            input_size: self.input_size,
+            resize_mode: self
+                .resize
+                .as_deref()
+                .map(crate::model_bundle::parse_resize_mode)
+                .transpose()?,
+        })
     }
 }

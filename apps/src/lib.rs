@@ -9,8 +9,15 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod allocator;
+pub mod checkpoint_protocol;
 pub mod cli;
+pub mod gallery;
 pub mod image_inputs;
+pub mod inference;
 pub mod model_bundle;
+pub mod multilabel_report;
+pub mod plots;
 pub mod safetensors_output;
+pub mod tag_records;
 pub mod training;
+pub mod xmp_sidecar;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use tresnet::pretrained::find_pretrained;
 use tresnet::weights::{
     ResolvedWeights, StateDict, model_config, resolve_weights, temporary_sibling,
@@ -12,6 +12,10 @@ use tresnet::weights::{
 use tresnet::{BuildOptions, HubConfig, TResNet, TResNetConfig};
 use tresnet_data::{PreprocessConfig, ResizeMode};
 
+use tresnet_heads::MlDecoder;
+use tresnet_heads::ml_decoder::is_ml_decoder;
+
+use crate::checkpoint_protocol::{CheckpointProtocol, protocol_for};
 use crate::cli::{ModelFlags, RuntimeFlags};
 use crate::training::TaskKind;
 
@@ -25,14 +29,66 @@ pub const EMBEDDED_NAME: &str = "embedded:shapes_multilabel";
 
 /// A model ready to run, with its preprocessing and labels.
 pub struct ModelBundle {
-    /// The network.
+    /// The network; it holds the classifier itself unless [`Self::ml_decoder`] replaces it.
     pub model: TResNet,
+    /// An ML-Decoder head on the last feature map, when the checkpoint has one instead of a
+    /// linear classifier.
+    pub ml_decoder: Option<MlDecoder>,
     /// How images must be prepared for it.
     pub preprocess: PreprocessConfig,
     /// Class names, when known.
     pub labels: Option<Vec<String>>,
     /// Where the model came from, for reports.
     pub source: String,
+    /// Single- or multi-label, when the bundle says (timm's ImageNet weights: single-label).
+    pub task: Option<TaskKind>,
+    /// Calibrated per-class thresholds, when the bundle has them.
+    pub thresholds: Option<Vec<f32>>,
+}
+
+impl ModelBundle {
+    /// Number of classes the model scores (0: a feature extractor).
+    pub fn num_classes(&self) -> usize {
+        match &self.ml_decoder {
+            Some(head) => head.config().num_classes,
+            None => self.model.num_classes(),
+        }
+    }
+
+    /// Logits `(B, num_classes)` for images `(B, 3, H, W)`.
+    pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(match &self.ml_decoder {
+            Some(head) => head.forward(self.model.forward_features(images)?.last())?,
+            None => self.model.forward(images)?,
+        })
+    }
+
+    /// Class names, or `class_<i>` when the model carries none.
+    pub fn class_names(&self) -> Vec<String> {
+        match &self.labels {
+            Some(l) => l.clone(),
+            None => (0..self.num_classes())
+                .map(|i| format!("class_{i}"))
+                .collect(),
+        }
+    }
+
+    /// A short identifier of the model for resumable outputs: its source and architecture.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}#{}",
+            self.source,
+            serde_json::to_string(self.model.config()).unwrap_or_default()
+        )
+    }
+}
+
+fn task_of(hub: &HubConfig) -> Option<TaskKind> {
+    match hub.task.as_deref() {
+        Some("multi_label") => Some(TaskKind::MultiLabel),
+        Some("single_label") => Some(TaskKind::SingleLabel),
+        _ => None,
+    }
 }
 
 /// Overrides of the preprocessing given on the command line.
@@ -91,36 +147,98 @@ pub fn load_bundle(
         }
         (None, None) => unreachable!("handled above"),
     };
-    let resolved = resolve_weights(&weights_spec)?;
+    let mut resolved = resolve_weights(&weights_spec)?;
+    // An ML-Decoder head is built on its own; the backbone is then built without a classifier.
+    let head_state = resolved.weights.state_dict.take_prefix("head.");
+    let ml_decoder = if is_ml_decoder(&head_state) {
+        let head =
+            MlDecoder::load(head_state, options.dtype, &options.device).with_context(|| {
+                format!(
+                    "loading the ML-Decoder head of {}",
+                    resolved.weights.path.display()
+                )
+            })?;
+        Some(head)
+    } else {
+        for (k, v) in head_state.iter() {
+            resolved
+                .weights
+                .state_dict
+                .insert(format!("head.{k}"), v.clone());
+        }
+        None
+    };
     let config = model_config(
         flags.backbone.as_deref(),
         Some(&resolved),
-        flags.num_classes,
+        if ml_decoder.is_some() {
+            Some(0)
+        } else {
+            flags.num_classes
+        },
     )?;
+    if let (Some(n), Some(head)) = (flags.num_classes, &ml_decoder)
+        && n != head.config().num_classes
+    {
+        anyhow::bail!(
+            "--num-classes {n}: the ML-Decoder head has {} classes",
+            head.config().num_classes
+        );
+    }
     let model = TResNet::new(&config, &resolved.weights.state_dict, &options)
         .with_context(|| format!("loading {}", resolved.weights.path.display()))?;
+    let num_classes = ml_decoder
+        .as_ref()
+        .map_or(model.num_classes(), |h| h.config().num_classes);
+    // A checkpoint without config.json: the protocol it was trained for.
+    let protocol = match resolved.hub_config {
+        Some(_) => None,
+        None => protocol_for(&config, num_classes)?,
+    };
     let preprocess = overrides.apply(preprocess_for(
         &resolved,
         flags.backbone.as_deref(),
         &config,
+        protocol.as_ref(),
     )?);
+    let hub = resolved.hub_config.as_ref();
+    let labels = hub
+        .and_then(|h| h.label_names.clone())
+        .or_else(|| labels_in_metadata(&resolved, num_classes))
+        .or_else(|| protocol.as_ref().map(|p| p.labels.clone()));
     Ok(ModelBundle {
-        labels: resolved
-            .hub_config
-            .as_ref()
-            .and_then(|h| h.label_names.clone()),
+        labels,
+        task: hub.and_then(task_of).or(protocol.as_ref().map(|p| p.task)),
+        thresholds: hub.and_then(|h| h.thresholds.clone()),
         model,
+        ml_decoder,
         preprocess,
         source: resolved.weights.path.display().to_string(),
     })
 }
 
-/// Preprocessing: the weights' `config.json`, else the published tag named by `--backbone` (or the
-/// variant's default tag), else timm's ImageNet evaluation at 224.
+/// Class names an official checkpoint stores beside its weights (ASL's `idx_to_class`: a map
+/// from index to name), when there is one name per output.
+fn labels_in_metadata(resolved: &ResolvedWeights, num_classes: usize) -> Option<Vec<String>> {
+    let map = resolved.weights.metadata.get("idx_to_class")?.as_object()?;
+    let names: Option<Vec<String>> = (0..num_classes)
+        .map(|i| {
+            map.get(&i.to_string())
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        })
+        .collect();
+    names.filter(|n| n.len() == num_classes && num_classes > 0)
+}
+
+/// Preprocessing: the weights' `config.json`; else a published tag named outright by
+/// `--backbone`; else the protocol of an official checkpoint; else the variant's published tag;
+/// else timm's ImageNet evaluation at 224.
 fn preprocess_for(
     resolved: &ResolvedWeights,
     backbone: Option<&str>,
     config: &TResNetConfig,
+    protocol: Option<&CheckpointProtocol>,
 ) -> Result<PreprocessConfig> {
     if let Some(cfg) = resolved
         .hub_config
@@ -128,6 +246,18 @@ fn preprocess_for(
         .and_then(|h| h.pretrained_cfg.as_ref())
     {
         return PreprocessConfig::from_pretrained_cfg(cfg).context("config.json pretrained_cfg");
+    }
+    // A published tag named outright (`tresnet_l.miil_in1k_448`) says how its weights were made.
+    if let Some(tag) = backbone
+        .filter(|b| b.contains('.'))
+        .and_then(find_pretrained)
+    {
+        return Ok(PreprocessConfig::from_pretrained_cfg(
+            &tag.pretrained_cfg(),
+        )?);
+    }
+    if let Some(p) = protocol {
+        return Ok(p.preprocess.clone());
     }
     let tag = backbone
         .and_then(find_pretrained)
@@ -152,7 +282,10 @@ fn load_embedded(options: &BuildOptions, overrides: &PreprocessOverrides) -> Res
     Ok(ModelBundle {
         model,
         preprocess: overrides.apply(PreprocessConfig::from_pretrained_cfg(cfg)?),
+        task: task_of(&hub),
+        thresholds: hub.thresholds.clone(),
         labels: hub.label_names,
+        ml_decoder: None,
         source: EMBEDDED_NAME.into(),
     })
 }

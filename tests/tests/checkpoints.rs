@@ -271,6 +271,18 @@ fn num_classes_comes_from_the_checkpoint_unless_given() {
             .num_classes,
         3
     );
-    let named = model_config(Some("tresnet_m"), Some(&resolved), None).unwrap();
-    assert_eq!((named.layers, named.num_classes), ([3, 4, 11, 3], 10));
+    // A --backbone that contradicts the weights is refused with both architectures named.
+    let err = model_config(Some("tresnet_m"), Some(&resolved), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tiny_v1_official.pth")
+            && err.contains("[3, 4, 11, 3]")
+            && err.contains("[1, 2, 2, 1]"),
+        "{err}"
+    );
+    // The ML-Decoder repository calls its v2 bodies by v1 names; the weights decide.
+    let v2 = resolve_weights(fixture_path("tiny_mld_coco.pth").to_str().unwrap()).unwrap();
+    let named = model_config(Some("tresnet_l"), Some(&v2), None).unwrap();
+    assert_eq!((named.layers, named.v2), ([1, 1, 2, 1], true));
 }

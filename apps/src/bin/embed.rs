@@ -11,11 +11,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
-use tresnet_apps::cli::{ModelFlags, RuntimeFlags};
+use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
 use tresnet_apps::image_inputs::{embedded_examples, images_under};
-use tresnet_apps::model_bundle::{
-    ModelBundle, PreprocessOverrides, load_bundle, parse_resize_mode,
-};
+use tresnet_apps::model_bundle::{ModelBundle, load_bundle};
 use tresnet_apps::safetensors_output::write_safetensors;
 use tresnet_data::{
     DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
@@ -56,12 +54,8 @@ struct Cli {
     /// Images per forward pass.
     #[arg(short = 'b', long, default_value_t = 8)]
     batch_size: usize,
-    /// Square input side (default: the model's).
-    #[arg(long)]
-    input_size: Option<usize>,
-    /// squish (resize to the input size) or crop (resize + centre crop), default: the model's.
-    #[arg(long)]
-    resize: Option<String>,
+    #[command(flatten)]
+    preprocess: PreprocessFlags,
     /// Outputs to write, comma separated (default: all of stem,layer1,layer2,layer3,layer4,pre_logits,logits).
     #[arg(long, value_delimiter = ',')]
     outputs: Option<Vec<String>>,
@@ -90,7 +84,11 @@ impl Collected {
             self.keep(&map.name, &map.tensor)?;
         }
         self.keep("pre_logits", &out.pre_logits)?;
-        if let Some(logits) = &out.logits {
+        let logits = match &bundle.ml_decoder {
+            Some(head) => Some(head.forward(out.features.last())?),
+            None => out.logits,
+        };
+        if let Some(logits) = &logits {
             self.keep("logits", logits)?;
         }
         Ok(())
@@ -129,10 +127,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let started = Instant::now();
-    let overrides = PreprocessOverrides {
-        input_size: cli.input_size,
-        resize_mode: cli.resize.as_deref().map(parse_resize_mode).transpose()?,
-    };
+    let overrides = cli.preprocess.overrides()?;
     let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
     let names = selected_outputs(cli.outputs.as_deref())?;
     let mut collected = Collected::new(names);
@@ -219,6 +214,9 @@ fn run(cli: Cli) -> Result<()> {
     let summary = json!({
         "model": bundle.source,
         "architecture": bundle.model.config(),
+        "head": if bundle.ml_decoder.is_some() { "ml_decoder" } else if bundle.num_classes() > 0 { "linear" } else { "none" },
+        "num_classes": bundle.num_classes(),
+        "preprocess": bundle.preprocess.to_pretrained_cfg(),
         "device": cli.runtime.device,
         "dtype": cli.runtime.dtype,
         "input": input_kind,

@@ -85,11 +85,21 @@ fn find_weights_file(dir: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Whether two configurations build the same body (classifier aside).
+fn same_body(a: &TResNetConfig, b: &TResNetConfig) -> bool {
+    a.layers == b.layers
+        && a.v2 == b.v2
+        && a.base_planes() == b.base_planes()
+        && a.in_chans == b.in_chans
+}
+
 /// The architecture to build, from the user's `--backbone` (if any), the weights' `config.json`
 /// (if any) and the weights themselves:
 ///
 /// 1. `--backbone NAME` names the variant; a `config.json` describing the same variant also
-///    contributes its `model_args`;
+///    contributes its `model_args`; weights holding another body are refused with both named,
+///    except a v2 body asked for by its v1 name (the ML-Decoder repository's `tresnet_l`, which
+///    is timm's `tresnet_v2_l`), which is built as the weights say;
 /// 2. otherwise `config.json` decides;
 /// 3. otherwise the architecture is read off the tensor names and shapes.
 ///
@@ -111,7 +121,34 @@ pub fn model_config(
                 asked
             }
         }
-        (Some(name), None) => TResNetConfig::variant(name)?,
+        (Some(name), None) => {
+            let asked = TResNetConfig::variant(name)?;
+            match weights.map(|w| (w, infer_config(&w.weights.state_dict))) {
+                Some((w, Ok(found))) if !same_body(&asked, &found) => {
+                    // The ML-Decoder repository calls its v2 bodies `tresnet_l` / `tresnet_xl`.
+                    if found.v2 && !asked.v2 {
+                        found
+                    } else {
+                        return Err(Error::checkpoint(
+                            &w.weights.path,
+                            format!(
+                                "--backbone {name} is layers {:?}, width {}{}, but the weights \
+                                 hold layers {:?}, width {}{} ({}); drop --backbone to use the \
+                                 weights' own architecture",
+                                asked.layers,
+                                asked.width_factor,
+                                if asked.v2 { ", v2" } else { "" },
+                                found.layers,
+                                found.width_factor,
+                                if found.v2 { ", v2" } else { "" },
+                                found.variant_name().unwrap_or("no named variant"),
+                            ),
+                        ));
+                    }
+                }
+                _ => asked,
+            }
+        }
         (None, Some(hub)) => hub.to_tresnet_config()?,
         (None, None) => match weights {
             Some(w) => infer_config(&w.weights.state_dict)

@@ -1,0 +1,321 @@
+//! `coco-eval`: multi-label evaluation on COCO (mAP, per-class AP, CP/CR/CF1/OP/OR/OF1) from a
+//! model or from saved predictions, and COCO box statistics from a saved results file.
+//! Without data and weights it evaluates the embedded default model on a freshly generated
+//! validation split of the synthetic shapes dataset.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
+use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid};
+use tresnet_apps::model_bundle::load_bundle;
+use tresnet_apps::multilabel_report::MultilabelReport;
+use tresnet_apps::plots::{ClassCurve, pr_curve, write_plots};
+use tresnet_data::coco::{CocoDataset, CocoOptions};
+use tresnet_data::{ImageSource, SyntheticConfig, write_synthetic_coco};
+use tresnet_heads::metrics::{COCO_STAT_NAMES, Decision, ScoreTable, evaluate_box_results_file};
+use tresnet_heads::predictions::ScoreFile;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coco-eval",
+    about = "Evaluate a TResNet on COCO: multi-label mAP and P/R/F1 tables, or box statistics",
+    long_about = "Multi-label evaluation on a COCO instances file (images with annotations only, \
+                  as the published protocol): mAP, per-class AP, CP/CR/CF1/OP/OR/OF1. With no \
+                  data and no weights it evaluates the embedded default model on a generated \
+                  validation split of the synthetic shapes dataset."
+)]
+struct Cli {
+    #[command(flatten)]
+    model: ModelFlags,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// COCO root with annotations/instances_<split>.json and <split>/ images.
+    #[arg(long)]
+    coco: Option<PathBuf>,
+    /// Split name under the COCO root.
+    #[arg(long, default_value = "val2014")]
+    split: String,
+    /// An instances json (instead of --coco).
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Image folder for --annotations (default: the json's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// multilabel or detection.
+    #[arg(long, default_value = "multilabel")]
+    task: String,
+    /// Score a saved predictions file instead of running a model: a per-image score file
+    /// (CSV/JSONL, multi-label) or a COCO results json (detection).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Write the multi-label scores (CSV keyed by image id) for later --predictions runs.
+    #[arg(long)]
+    save_predictions: Option<PathBuf>,
+    /// Decision threshold for the P/R/F1 table (ASL's validation uses 0.8).
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f32,
+    /// Also report the table for each image's top-k classes.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    #[command(flatten)]
+    preprocess: PreprocessFlags,
+    #[arg(short = 'b', long, default_value_t = 32)]
+    batch_size: usize,
+    /// JSON report.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write precision-recall curves and a per-class AP chart (PNG and SVG) here.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Evaluate only the first N images (a quick check).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("coco-eval: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    cli.runtime.init_threads()?;
+    // Ground truth: given, or the synthetic validation split generated on the fly.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let (json, image_root) = match (&cli.coco, &cli.annotations) {
+        (Some(root), _) => (
+            root.join("annotations")
+                .join(format!("instances_{}.json", cli.split)),
+            root.join(&cli.split),
+        ),
+        (None, Some(json)) => {
+            let images = cli
+                .images
+                .clone()
+                .unwrap_or_else(|| json.parent().map(Path::to_path_buf).unwrap_or_default());
+            (json.clone(), images)
+        }
+        (None, None) => {
+            if cli.model.backbone.is_some() || cli.model.weights.is_some() {
+                bail!("give --coco DIR or --annotations FILE with a model");
+            }
+            eprintln!(
+                "coco-eval: no data given: evaluating the embedded default model on a generated shapes split"
+            );
+            let written =
+                write_synthetic_coco(scratch.path(), &SyntheticConfig::shapes_64(500, 1000))?;
+            (written.annotations, written.images)
+        }
+    };
+
+    if cli.task == "detection" {
+        let Some(results) = &cli.predictions else {
+            bail!(
+                "--task detection needs a detection model, and the detection head is not available in \
+                 this version; score saved detections with --predictions results.json"
+            );
+        };
+        let eval = evaluate_box_results_file(&json, results)?;
+        for w in &eval.warnings {
+            eprintln!("coco-eval: warning: {w}");
+        }
+        println!("{}", eval.summary.join("\n"));
+        let report = json!({
+            "task": "detection",
+            "annotations": json,
+            "predictions": results,
+            "stats": eval.stats,
+            "stats_names": COCO_STAT_NAMES,
+            "per_category": eval.per_category.iter().map(|c| json!({
+                "category_id": c.category_id, "name": c.name, "AP": c.ap, "AP50": c.ap50, "AP75": c.ap75, "AR100": c.ar100
+            })).collect::<Vec<_>>(),
+        });
+        return write_report(cli.output.as_deref(), &report);
+    }
+    if cli.task != "multilabel" {
+        bail!("--task {}: expected multilabel or detection", cli.task);
+    }
+
+    let mut dataset = CocoDataset::from_file(&json, CocoOptions::multilabel())?;
+    for w in dataset.warnings.iter().take(5) {
+        eprintln!("coco-eval: warning: {w}");
+    }
+    if let Some(n) = cli.limit {
+        dataset.images.truncate(n);
+        dataset.objects.truncate(n);
+    }
+    let names = dataset.class_names();
+    let k = names.len();
+
+    // Scores per dataset image (None: skipped).
+    let mut scores: Vec<Option<Vec<f32>>> = vec![None; dataset.len()];
+    let mut skipped: Vec<serde_json::Value> = Vec::new();
+    let mut model_source = None;
+    let mut bundle_thresholds = None;
+    match &cli.predictions {
+        Some(path) => {
+            let file = ScoreFile::read(path)?;
+            let by_key: HashMap<String, usize> = dataset
+                .images
+                .iter()
+                .enumerate()
+                .flat_map(|(i, im)| [(im.id.to_string(), i), (im.file_name.clone(), i)])
+                .collect();
+            for (key, row) in file.rows {
+                if row.len() != k {
+                    bail!(
+                        "{}: image {key} has {} scores for {k} classes",
+                        path.display(),
+                        row.len()
+                    );
+                }
+                if let Some(&i) = by_key.get(&key) {
+                    scores[i] = Some(row);
+                }
+            }
+            let missing = scores.iter().filter(|s| s.is_none()).count();
+            if missing > 0 {
+                bail!(
+                    "{}: no scores for {missing} of the {} evaluated images",
+                    path.display(),
+                    dataset.len()
+                );
+            }
+        }
+        None => {
+            let overrides = cli.preprocess.overrides()?;
+            let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+            if bundle.num_classes() != k {
+                bail!(
+                    "the model has {} outputs but {} has {k} categories",
+                    bundle.num_classes(),
+                    json.display()
+                );
+            }
+            let missing = dataset.missing_images(&image_root);
+            if missing.len() == dataset.len() && !dataset.is_empty() {
+                bail!(
+                    "none of the {} images exist under {}",
+                    dataset.len(),
+                    image_root.display()
+                );
+            }
+            let sources: Vec<ImageSource> = (0..dataset.len())
+                .map(|i| ImageSource::File(dataset.image_path(&image_root, i)))
+                .collect();
+            let options =
+                InferenceOptions::new(cli.batch_size, cli.runtime.worker_count(), "coco-eval");
+            let timing = run_over_images(&bundle, sources, &options, |outcomes| {
+                for (i, outcome) in outcomes {
+                    match outcome {
+                        ImageOutcome::Logits(l) => scores[i] = Some(sigmoid(&l)),
+                        ImageOutcome::Failed(reason) => {
+                            eprintln!("coco-eval: skipped: {reason}");
+                            skipped
+                                .push(json!({"image_id": dataset.images[i].id, "error": reason}));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            eprintln!(
+                "coco-eval: {} images in {:.1} s ({:.1} img/s)",
+                dataset.len(),
+                timing.total,
+                dataset.len() as f64 / timing.total.max(1e-9)
+            );
+            model_source = Some(bundle.source.clone());
+            bundle_thresholds = bundle.thresholds.clone();
+        }
+    }
+
+    let kept: Vec<usize> = (0..dataset.len())
+        .filter(|&i| scores[i].is_some())
+        .collect();
+    if kept.is_empty() {
+        bail!("no image could be evaluated");
+    }
+    let flat_scores: Vec<f32> = kept
+        .iter()
+        .flat_map(|&i| scores[i].clone().unwrap_or_default())
+        .collect();
+    let flat_targets: Vec<f32> = kept.iter().flat_map(|&i| dataset.multi_hot(i)).collect();
+    let table = ScoreTable::new(&flat_scores, &flat_targets, k)?;
+    let mut decisions = vec![(
+        format!("score > {}", cli.threshold),
+        Decision::Threshold(cli.threshold),
+    )];
+    if let Some(t) = bundle_thresholds.filter(|t| t.len() == k) {
+        decisions.push(("calibrated thresholds".into(), Decision::PerClass(t)));
+    }
+    if cli.top_k > 0 {
+        decisions.push((format!("top-{}", cli.top_k), Decision::TopK(cli.top_k)));
+    }
+    let report = MultilabelReport::compute(&table, &names, &decisions);
+    println!("{}", report.to_text());
+
+    if let Some(path) = &cli.save_predictions {
+        let file = ScoreFile {
+            class_names: Some(names.clone()),
+            rows: kept
+                .iter()
+                .map(|&i| {
+                    (
+                        dataset.images[i].id.to_string(),
+                        scores[i].clone().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        };
+        let mut bytes = Vec::new();
+        file.write_csv(&mut bytes)?;
+        write_atomically(path, &bytes)?;
+    }
+    if let Some(dir) = &cli.plots {
+        let curves: Vec<ClassCurve> = (0..k)
+            .map(|c| {
+                let (s, t) = table.column(c);
+                ClassCurve {
+                    name: names[c].clone(),
+                    ap: report.per_class[c].ap,
+                    points: pr_curve(&s, &t, 400),
+                }
+            })
+            .collect();
+        for p in write_plots(dir, &curves)? {
+            eprintln!("coco-eval: wrote {}", p.display());
+        }
+    }
+    let json_report = json!({
+        "task": "multilabel",
+        "annotations": json,
+        "model": model_source,
+        "predictions": cli.predictions,
+        "mAP": report.map,
+        "report": report,
+        "skipped": skipped,
+    });
+    write_report(cli.output.as_deref(), &json_report)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tresnet::weights::temporary_sibling(path);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_report(path: Option<&Path>, report: &serde_json::Value) -> Result<()> {
+    if let Some(path) = path {
+        write_atomically(path, &serde_json::to_vec_pretty(report)?)?;
+        eprintln!("coco-eval: report written to {}", path.display());
+    }
+    Ok(())
+}

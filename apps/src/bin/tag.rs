@@ -1,0 +1,327 @@
+//! `tag`: label a photo collection. Walks a folder, runs the model in batches, keeps the labels
+//! above the model's calibrated thresholds (or `--threshold`) and/or its top k, and appends one
+//! record per photo to a JSONL/CSV/JSON file — resumable, shardable, with optional XMP sidecars
+//! and an HTML gallery.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
+use tresnet_apps::gallery::{GalleryItem, write_gallery};
+use tresnet_apps::image_inputs::images_under;
+use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid, softmax};
+use tresnet_apps::model_bundle::{ModelBundle, load_bundle};
+use tresnet_apps::tag_records::{
+    CSV_HEADER, Format, Label, TagRecord, append, done_by, read_existing, short_id,
+};
+use tresnet_apps::training::TaskKind;
+use tresnet_apps::xmp_sidecar::write_sidecar;
+use tresnet_data::ImageSource;
+use tresnet_heads::metrics::top_k;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tag",
+    about = "Tag a photo collection with a TResNet (resumable, shardable, XMP sidecars, HTML gallery)",
+    long_about = "Walks PHOTOS recursively and writes one record per photo. Multi-label models keep the \
+                  classes above their calibrated per-class thresholds (from the bundle) or \
+                  --threshold; single-label models keep their top --top-k classes. Re-running skips \
+                  photos already tagged with the same model. Without --weights the embedded default \
+                  model runs (try `tag apps/assets/examples`)."
+)]
+struct Cli {
+    /// A folder of photos (searched recursively) or one photo.
+    photos: PathBuf,
+    #[command(flatten)]
+    model: ModelFlags,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// Output file (default tags.jsonl / tags.csv / tags.json in the current directory).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// jsonl, csv or json.
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Score threshold for multi-label models (default: the bundle's calibrated thresholds, else 0.7).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Keep at most this many labels per photo (single-label default: 5).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Also write keywords to an XMP sidecar next to each photo (merged into an existing one).
+    #[arg(long)]
+    xmp: bool,
+    /// Process only shard i of n (`i/n`, 0-based), splitting the sorted photo list.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Write a self-contained HTML gallery of the results.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    #[arg(short = 'b', long, default_value_t = 16)]
+    batch_size: usize,
+    #[command(flatten)]
+    preprocess: PreprocessFlags,
+    /// Refuse photos with more pixels than this.
+    #[arg(long)]
+    max_pixels: Option<u64>,
+}
+
+fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("tag: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_shard(spec: &str) -> Result<(usize, usize)> {
+    let (i, n) = spec
+        .split_once('/')
+        .with_context(|| format!("--shard {spec}: expected i/n"))?;
+    let (i, n): (usize, usize) = (i.trim().parse()?, n.trim().parse()?);
+    if n == 0 || i >= n {
+        bail!("--shard {spec}: need 0 <= i < n");
+    }
+    Ok((i, n))
+}
+
+/// One spelling per file: its canonical path when it exists, else the name as written.
+fn same_file_key(name: &str) -> String {
+    std::fs::canonicalize(name).map_or_else(|_| name.to_string(), |p| p.display().to_string())
+}
+
+/// How scores become labels.
+struct LabelRule {
+    multi_label: bool,
+    thresholds: Vec<f32>,
+    top_k: Option<usize>,
+}
+
+impl LabelRule {
+    fn new(bundle: &ModelBundle, cli: &Cli) -> Self {
+        let k = bundle.num_classes();
+        let multi_label = bundle.task != Some(TaskKind::SingleLabel) && bundle.task.is_some();
+        let thresholds = match (cli.threshold, &bundle.thresholds) {
+            (Some(t), _) => vec![t; k],
+            (None, Some(t)) if t.len() == k && multi_label => t.clone(),
+            _ => vec![if multi_label { 0.7 } else { 0.0 }; k],
+        };
+        let top_k = cli.top_k.or((!multi_label).then_some(5));
+        Self {
+            multi_label,
+            thresholds,
+            top_k,
+        }
+    }
+
+    fn labels(&self, logits: &[f32], names: &[String]) -> Vec<Label> {
+        let scores = if self.multi_label {
+            sigmoid(logits)
+        } else {
+            softmax(logits)
+        };
+        let ranked = top_k(&scores, scores.len());
+        ranked
+            .into_iter()
+            .filter(|(c, s)| *s > self.thresholds[*c])
+            .take(self.top_k.unwrap_or(usize::MAX))
+            .map(|(c, s)| Label {
+                label: names[c].clone(),
+                score: s,
+            })
+            .collect()
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    cli.runtime.init_threads()?;
+    let format = Format::parse(&cli.format)?;
+    let output = cli
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("tags.{}", cli.format)));
+    let overrides = cli.preprocess.overrides()?;
+    let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+    if bundle.num_classes() == 0 {
+        bail!("the model has no classifier to tag with");
+    }
+    let model_id = short_id(&bundle.identity());
+    let names = bundle.class_names();
+    let rule = LabelRule::new(&bundle, &cli);
+
+    let (mut photos, walk) = images_under(&cli.photos)?;
+    if let Some(spec) = &cli.shard {
+        let (i, n) = parse_shard(spec)?;
+        photos = photos
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| j % n == i)
+            .map(|(_, p)| p)
+            .collect();
+    }
+    let previous = read_existing(&output, format)?;
+    let done = done_by(&previous, &model_id);
+    // Compare by the file itself, so `tag photos` resumes `tag ./photos` or `tag /abs/photos`.
+    let done_files: std::collections::HashSet<String> =
+        done.iter().map(|f| same_file_key(f)).collect();
+    let todo: Vec<ImageSource> = photos
+        .into_iter()
+        .filter(|p| !done_files.contains(&same_file_key(&p.name())))
+        .collect();
+    eprintln!(
+        "tag: {} with {} ({} photos to tag, {} already tagged, {} non-images ignored)",
+        cli.photos.display(),
+        bundle.source,
+        todo.len(),
+        done.len(),
+        walk.skipped_non_images
+    );
+
+    let mut out = match format {
+        Format::Json => None,
+        Format::Jsonl | Format::Csv => {
+            let fresh = !output.exists()
+                || std::fs::metadata(&output)
+                    .map(|m| m.len() == 0)
+                    .unwrap_or(true);
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&output)
+                .with_context(|| format!("opening {}", output.display()))?;
+            if fresh && format == Format::Csv {
+                file.write_all(CSV_HEADER.as_bytes())?;
+            }
+            Some(file)
+        }
+    };
+    let mut new_records: Vec<TagRecord> = Vec::new();
+    let mut sidecar_failures: Vec<String> = Vec::new();
+    let names_of: Vec<String> = todo.iter().map(ImageSource::name).collect();
+    let mut options = InferenceOptions::new(cli.batch_size, cli.runtime.worker_count(), "tag");
+    if let Some(max) = cli.max_pixels {
+        options.limits.max_pixels = max;
+    }
+    let timing = run_over_images(&bundle, todo, &options, |outcomes| {
+        let records: Vec<TagRecord> = outcomes
+            .into_iter()
+            .map(|(i, outcome)| match outcome {
+                ImageOutcome::Logits(l) => TagRecord {
+                    file: names_of[i].clone(),
+                    model: model_id.clone(),
+                    labels: rule.labels(&l, &names),
+                    error: None,
+                },
+                ImageOutcome::Failed(reason) => TagRecord {
+                    file: names_of[i].clone(),
+                    model: model_id.clone(),
+                    labels: Vec::new(),
+                    error: Some(reason),
+                },
+            })
+            .collect();
+        if cli.xmp {
+            for r in records
+                .iter()
+                .filter(|r| r.error.is_none() && !r.labels.is_empty())
+            {
+                let keywords: Vec<String> = r.labels.iter().map(|l| l.label.clone()).collect();
+                if let Err(e) = write_sidecar(Path::new(&r.file), &keywords) {
+                    sidecar_failures.push(format!("{e:#}"));
+                }
+            }
+        }
+        if let Some(file) = out.as_mut() {
+            append(file, &records, format)?;
+        }
+        new_records.extend(records);
+        Ok(())
+    })?;
+
+    let mut all: Vec<TagRecord> = previous;
+    all.extend(new_records.iter().cloned());
+    if format == Format::Json {
+        let tmp = tresnet::weights::temporary_sibling(&output);
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)
+            .and_then(|()| std::fs::rename(&tmp, &output))
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    // One record per photo in the gallery: the latest of each file for this model.
+    let mut latest: HashMap<String, &TagRecord> = HashMap::new();
+    for r in all.iter().filter(|r| r.model == model_id) {
+        latest.insert(same_file_key(&r.file), r);
+    }
+    let mut shown: Vec<&TagRecord> = latest.into_values().collect();
+    shown.sort_by(|a, b| a.file.cmp(&b.file));
+    let failures: Vec<(String, String)> = shown
+        .iter()
+        .filter_map(|r| r.error.clone().map(|e| (r.file.clone(), e)))
+        .collect();
+    if let Some(html) = &cli.html {
+        let items: Vec<GalleryItem> = shown
+            .iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| GalleryItem {
+                file: r.file.clone(),
+                labels: r
+                    .labels
+                    .iter()
+                    .map(|l| (l.label.clone(), l.score))
+                    .collect(),
+            })
+            .collect();
+        write_gallery(
+            html,
+            &format!("Tags: {}", cli.photos.display()),
+            &items,
+            &failures,
+        )?;
+        eprintln!("tag: gallery written to {}", html.display());
+    }
+    let tagged = new_records.iter().filter(|r| r.error.is_none()).count();
+    let failed: Vec<&TagRecord> = new_records.iter().filter(|r| r.error.is_some()).collect();
+    for r in &failed {
+        eprintln!(
+            "tag: unreadable: {}",
+            r.error.as_deref().unwrap_or_default()
+        );
+    }
+    for f in &sidecar_failures {
+        eprintln!("tag: sidecar not written: {f}");
+    }
+    let rate = |seconds: f64| {
+        if seconds > 0.0 {
+            new_records.len() as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    eprintln!(
+        "tag: {tagged} tagged, {} unreadable, {} already done; {:.1} img/s overall, model {:.1} s, waiting for decoding {:.1} s",
+        failed.len(),
+        done.len(),
+        rate(timing.total),
+        timing.model,
+        timing.waiting_for_data
+    );
+    println!(
+        "{}",
+        json!({
+            "output": output,
+            "model": model_id,
+            "tagged": tagged,
+            "unreadable": failed.iter().map(|r| json!({"file": r.file, "error": r.error})).collect::<Vec<_>>(),
+            "already_tagged": done.len(),
+            "sidecar_failures": sidecar_failures,
+            "seconds": timing.total,
+            "model_seconds": timing.model,
+            "decode_wait_seconds": timing.waiting_for_data,
+        })
+    );
+    Ok(())
+}
