@@ -101,3 +101,24 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, atol: f64, rtol: f64, wh
     );
     max_abs
 }
+
+/// A reproducible tensor of `shape` with elements uniform in `[low, high)` (SplitMix64 stream
+/// from `seed`), so tests that depend on where activations fall behave the same on every machine.
+pub fn seeded_uniform(seed: u64, low: f64, high: f64, shape: &[usize], dtype: DType) -> Tensor {
+    let mut state = seed;
+    let n: usize = shape.iter().product();
+    let values: Vec<f64> = (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+            low + (high - low) * unit
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu)
+        .and_then(|t| t.to_dtype(dtype))
+        .unwrap()
+}

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{BatchNormTrain, RunningStats};
 use tresnet::weights::random_state_dict;
 use tresnet::{BuildOptions, Layout, TResNet, TResNetConfig, TrainableTResNet};
-use tresnet_tests::assert_close;
+use tresnet_tests::{assert_close, seeded_uniform};
 
 #[test]
 fn batch_norm_uses_batch_statistics_and_updates_running_ones() {
@@ -85,9 +85,12 @@ fn lively_state(config: &TResNetConfig) -> tresnet::weights::StateDict {
         .filter(|k| k.ends_with("bn.weight"))
         .map(str::to_string)
         .collect();
-    for k in keys {
+    for (i, k) in keys.into_iter().enumerate() {
         let n = state.get(&k).unwrap().elem_count();
-        state.insert(k, Tensor::rand(0.5f32, 1.5, n, &Device::Cpu).unwrap());
+        state.insert(
+            k,
+            seeded_uniform(100 + i as u64, 0.5, 1.5, &[n], DType::F32),
+        );
     }
     state
 }
@@ -97,8 +100,8 @@ fn gradients_match_finite_differences_in_f64() {
     let config = tiny_config();
     let state = lively_state(&config);
     let net = TrainableTResNet::new(&config, &state, DType::F64, &Device::Cpu).unwrap();
-    let x = Tensor::rand(0f64, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
-    let probe = Tensor::rand(-1f64, 1.0, (2, 3), &Device::Cpu).unwrap();
+    let x = seeded_uniform(1, 0.0, 1.0, &[2, 3, 64, 64], DType::F64);
+    let probe = seeded_uniform(2, -1.0, 1.0, &[2, 3], DType::F64);
     let objective = |net: &TrainableTResNet| -> Tensor {
         (net.forward(&x).unwrap() * &probe)
             .unwrap()
@@ -136,12 +139,22 @@ fn gradients_match_finite_differences_in_f64() {
                 .unwrap();
             objective(&net).to_scalar::<f64>().unwrap()
         };
-        let h = 1e-5;
-        let numeric = (at(h) - at(-h)) / (2.0 * h);
+        // Leaky ReLU has a kink at zero: a step that carries one of the thousands of activations
+        // across it biases the central difference. A wrong gradient disagrees at every step size;
+        // a kink crossing only at the larger ones, so the smallest disagreement is what counts.
+        let relative_error = |h: f64| {
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            let scale = analytic.abs().max(numeric.abs()).max(1e-3);
+            ((analytic - numeric).abs() / scale, numeric)
+        };
+        let (error, numeric) = [1e-5, 1e-6, 1e-7]
+            .map(relative_error)
+            .into_iter()
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
         at(0.0);
-        let scale = analytic.abs().max(numeric.abs()).max(1e-3);
         assert!(
-            (analytic - numeric).abs() / scale < 1e-5,
+            error < 1e-5,
             "{name}[{index}]: analytic {analytic} vs numeric {numeric}"
         );
     }
