@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use tresnet_data::{
-    DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
+    Dataset, DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
 };
 
 use crate::model_bundle::ModelBundle;
@@ -58,21 +58,19 @@ pub struct PassTiming {
     pub total: f64,
 }
 
-/// Runs `bundle` over `sources` in order; `on_batch` receives `(source index, outcome)` pairs
-/// batch by batch (so callers can write results as they come). Returns the timing.
-pub fn run_over_images(
-    bundle: &ModelBundle,
-    sources: Vec<ImageSource>,
+/// Drives `dataset` through the loader in order, measuring the time spent waiting for decoded
+/// batches and in `model` (which turns one batch into `(dataset index, outcome)` pairs; samples
+/// the loader could not read come back as `failed(message)`). `on_batch` receives each batch's
+/// outcomes sorted by index, outside the measured model time.
+pub fn timed_pass<D: Dataset, O>(
+    dataset: Arc<D>,
     options: &InferenceOptions,
-    mut on_batch: impl FnMut(Vec<(usize, ImageOutcome)>) -> Result<()>,
+    mut model: impl FnMut(Vec<(usize, D::Item)>) -> Result<Vec<(usize, O)>>,
+    failed: impl Fn(String) -> O,
+    mut on_batch: impl FnMut(Vec<(usize, O)>) -> Result<()>,
 ) -> Result<PassTiming> {
     let started = std::time::Instant::now();
-    let count = sources.len();
-    let dataset = Arc::new(ImageListDataset {
-        items: sources.into_iter().map(|s| (s, ())).collect(),
-        transform: ImageTransform::Eval(bundle.preprocess.clone()),
-        limits: options.limits,
-    });
+    let count = dataset.len();
     let loader_options = LoaderOptions {
         batch_size: options.batch_size.max(1),
         workers: options.workers,
@@ -89,27 +87,14 @@ pub fn run_over_images(
         let batch = batch?;
         timing.waiting_for_data += waiting.elapsed().as_secs_f64();
         let model_start = std::time::Instant::now();
-        let mut outcomes: Vec<(usize, ImageOutcome)> = batch
+        let mut outcomes: Vec<(usize, O)> = batch
             .skipped
             .iter()
-            .map(|(i, e)| (*i, ImageOutcome::Failed(e.to_string())))
+            .map(|(i, e)| (*i, failed(e.to_string())))
             .collect();
         let n = batch.items.len();
         if n > 0 {
-            let indices: Vec<usize> = batch.items.iter().map(|(i, _)| *i).collect();
-            let floats: Vec<Vec<f32>> = batch.items.into_iter().map(|(_, (f, ()))| f).collect();
-            let images = tresnet_data::stack_batch(&floats, &bundle.preprocess, &Device::Cpu)?;
-            let logits = bundle
-                .logits(&images)?
-                .to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?;
-            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-            outcomes.extend(
-                indices
-                    .into_iter()
-                    .zip(rows)
-                    .map(|(i, r)| (i, ImageOutcome::Logits(r))),
-            );
+            outcomes.extend(model(batch.items)?);
         }
         outcomes.sort_by_key(|(i, _)| *i);
         timing.model += model_start.elapsed().as_secs_f64();
@@ -119,6 +104,42 @@ pub fn run_over_images(
     }
     timing.total = started.elapsed().as_secs_f64();
     Ok(timing)
+}
+
+/// Runs `bundle` over `sources` in order; `on_batch` receives `(source index, outcome)` pairs
+/// batch by batch (so callers can write results as they come). Returns the timing.
+pub fn run_over_images(
+    bundle: &ModelBundle,
+    sources: Vec<ImageSource>,
+    options: &InferenceOptions,
+    on_batch: impl FnMut(Vec<(usize, ImageOutcome)>) -> Result<()>,
+) -> Result<PassTiming> {
+    let dataset = Arc::new(ImageListDataset {
+        items: sources.into_iter().map(|s| (s, ())).collect(),
+        transform: ImageTransform::Eval(bundle.preprocess.clone()),
+        limits: options.limits,
+    });
+    timed_pass(
+        dataset,
+        options,
+        |items| {
+            let indices: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+            let floats: Vec<Vec<f32>> = items.into_iter().map(|(_, (f, ()))| f).collect();
+            let images = tresnet_data::stack_batch(&floats, &bundle.preprocess, &Device::Cpu)?;
+            let logits = bundle
+                .logits(&images)?
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?;
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            Ok(indices
+                .into_iter()
+                .zip(rows)
+                .map(|(i, r)| (i, ImageOutcome::Logits(r)))
+                .collect())
+        },
+        ImageOutcome::Failed,
+        on_batch,
+    )
 }
 
 /// Sigmoid of logits (multi-label scores).

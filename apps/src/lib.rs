@@ -9,8 +9,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod allocator;
+pub mod box_drawing;
 pub mod checkpoint_protocol;
 pub mod cli;
+pub mod detection_inference;
 pub mod gallery;
 pub mod image_inputs;
 pub mod inference;

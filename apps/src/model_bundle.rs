@@ -12,12 +12,16 @@ use tresnet::weights::{
 use tresnet::{BuildOptions, HubConfig, TResNet, TResNetConfig};
 use tresnet_data::{PreprocessConfig, ResizeMode};
 
+use tresnet_data::CanvasFit;
 use tresnet_heads::MlDecoder;
+use tresnet_heads::detection::DetectorConfig;
 use tresnet_heads::ml_decoder::is_ml_decoder;
 
 use crate::checkpoint_protocol::{CheckpointProtocol, protocol_for};
 use crate::cli::{ModelFlags, RuntimeFlags};
+use crate::detection_inference::Detector;
 use crate::training::TaskKind;
+use crate::training::parse_canvas_fit;
 
 /// The embedded default model: a small TResNet (layers [1,1,1,1], width 0.25, 64×64 inputs)
 /// trained by this project on its synthetic shapes dataset, multi-label (six shapes), with
@@ -44,11 +48,17 @@ pub struct ModelBundle {
     pub task: Option<TaskKind>,
     /// Calibrated per-class thresholds, when the bundle has them.
     pub thresholds: Option<Vec<f32>>,
+    /// A detector, when the bundle is one (then [`Self::model`] is its backbone without a
+    /// classifier).
+    pub detector: Option<Detector>,
 }
 
 impl ModelBundle {
     /// Number of classes the model scores (0: a feature extractor).
     pub fn num_classes(&self) -> usize {
+        if let Some(d) = &self.detector {
+            return d.head.config().num_classes;
+        }
         match &self.ml_decoder {
             Some(head) => head.config().num_classes,
             None => self.model.num_classes(),
@@ -57,6 +67,12 @@ impl ModelBundle {
 
     /// Logits `(B, num_classes)` for images `(B, 3, H, W)`.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        if self.detector.is_some() {
+            anyhow::bail!(
+                "{} is a detection model: it gives boxes, not image scores (use coco-eval --task detection)",
+                self.source
+            );
+        }
         Ok(match &self.ml_decoder {
             Some(head) => head.forward(self.model.forward_features(images)?.last())?,
             None => self.model.forward(images)?,
@@ -87,6 +103,7 @@ fn task_of(hub: &HubConfig) -> Option<TaskKind> {
     match hub.task.as_deref() {
         Some("multi_label") => Some(TaskKind::MultiLabel),
         Some("single_label") => Some(TaskKind::SingleLabel),
+        Some("detection") => Some(TaskKind::Detection),
         _ => None,
     }
 }
@@ -148,6 +165,18 @@ pub fn load_bundle(
         (None, None) => unreachable!("handled above"),
     };
     let mut resolved = resolve_weights(&weights_spec)?;
+    if let Some(hub) = resolved.hub_config.clone()
+        && hub.detector.is_some()
+    {
+        let source = resolved.weights.path.display().to_string();
+        return detection_bundle(
+            hub,
+            &resolved.weights.state_dict,
+            source,
+            &options,
+            overrides,
+        );
+    }
     // An ML-Decoder head is built on its own; the backbone is then built without a classifier.
     let head_state = resolved.weights.state_dict.take_prefix("head.");
     let ml_decoder = if is_ml_decoder(&head_state) {
@@ -214,6 +243,7 @@ pub fn load_bundle(
         ml_decoder,
         preprocess,
         source: resolved.weights.path.display().to_string(),
+        detector: None,
     })
 }
 
@@ -287,6 +317,84 @@ fn load_embedded(options: &BuildOptions, overrides: &PreprocessOverrides) -> Res
         labels: hub.label_names,
         ml_decoder: None,
         source: EMBEDDED_NAME.into(),
+        detector: None,
+    })
+}
+
+/// The embedded detector: a small TResNet with an FPN + FCOS head trained by this project on
+/// its synthetic shapes detection data; recipe and commands in `configs/shapes_detection.toml`.
+const EMBEDDED_DETECTOR_WEIGHTS: &[u8] =
+    include_bytes!("../assets/shapes_detection/model.safetensors");
+const EMBEDDED_DETECTOR_CONFIG: &str = include_str!("../assets/shapes_detection/config.json");
+/// Name shown for the embedded detector.
+pub const EMBEDDED_DETECTOR_NAME: &str = "embedded:shapes_detection";
+
+/// The embedded detector (what `coco-eval --task detection` runs without weights).
+pub fn load_embedded_detector(
+    runtime: &RuntimeFlags,
+    overrides: &PreprocessOverrides,
+) -> Result<ModelBundle> {
+    let options = BuildOptions::new(runtime.device()?, runtime.dtype()?);
+    let hub = HubConfig::parse(EMBEDDED_DETECTOR_CONFIG)?;
+    let state: StateDict =
+        candle_core::safetensors::load_buffer(EMBEDDED_DETECTOR_WEIGHTS, &Device::Cpu)?
+            .into_iter()
+            .collect();
+    detection_bundle(
+        hub,
+        &state,
+        EMBEDDED_DETECTOR_NAME.into(),
+        &options,
+        overrides,
+    )
+}
+
+/// A detection bundle from its `config.json` and weights (backbone + `fpn.*` + `fcos.*`).
+fn detection_bundle(
+    hub: HubConfig,
+    state: &StateDict,
+    source: String,
+    options: &BuildOptions,
+    overrides: &PreprocessOverrides,
+) -> Result<ModelBundle> {
+    let detector_config: DetectorConfig = serde_json::from_value(
+        hub.detector
+            .clone()
+            .context("config.json has no detector settings")?,
+    )
+    .with_context(|| format!("{source}: config.json \"detector\""))?;
+    let config = hub.to_tresnet_config()?;
+    let cfg = hub
+        .pretrained_cfg
+        .as_ref()
+        .with_context(|| format!("{source}: config.json has no pretrained_cfg"))?;
+    let preprocess = overrides.apply(PreprocessConfig::from_pretrained_cfg(cfg)?);
+    let transform = tresnet_data::DetectionTransform {
+        preprocess: preprocess.clone(),
+        fit: parse_canvas_fit(hub.canvas_fit.as_deref())?,
+        hflip: 0.0,
+    };
+    let (model, detector) =
+        Detector::from_state(&config, &detector_config, state, options, transform)
+            .with_context(|| format!("loading {source}"))?;
+    if let Some(names) = &hub.label_names
+        && names.len() != detector_config.num_classes
+    {
+        anyhow::bail!(
+            "{source}: {} label names for a detector of {} classes",
+            names.len(),
+            detector_config.num_classes
+        );
+    }
+    Ok(ModelBundle {
+        model,
+        ml_decoder: None,
+        preprocess,
+        labels: hub.label_names.clone(),
+        source,
+        task: Some(TaskKind::Detection),
+        thresholds: None,
+        detector: Some(detector),
     })
 }
 
@@ -303,6 +411,10 @@ pub struct BundleInfo {
     pub preprocess: PreprocessConfig,
     /// Calibrated per-class thresholds (multi-label).
     pub thresholds: Option<Vec<f32>>,
+    /// Detection: the FPN + FCOS head's settings (its weights are `fpn.*`, `fcos.*`).
+    pub detector: Option<DetectorConfig>,
+    /// Detection: how images go onto the canvas.
+    pub canvas_fit: CanvasFit,
 }
 
 /// Writes a bundle directory: `model.safetensors` + a timm-style `config.json` (architecture and
@@ -330,9 +442,14 @@ pub fn write_bundle(dir: &Path, state: &StateDict, info: &BundleInfo) -> Result<
         "pretrained_cfg": pretrained_cfg,
         "label_names": info.class_names,
         "task": info.task,
-        "head": "linear",
+        "head": if info.detector.is_some() { "fcos" } else { "linear" },
         "thresholds": info.thresholds,
     });
+    let mut config = config;
+    if let Some(d) = &info.detector {
+        config["detector"] = serde_json::to_value(d)?;
+        config["canvas_fit"] = serde_json::to_value(info.canvas_fit)?;
+    }
     let path = dir.join("config.json");
     let tmp = temporary_sibling(&path);
     std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)

@@ -209,3 +209,67 @@ fn a_non_finite_loss_is_caught_and_the_step_skipped() {
         }
     }
 }
+
+#[test]
+fn a_resumed_detection_run_ends_where_an_uninterrupted_one_does() {
+    use tresnet_heads::detection::{DetectorConfig, pyramid_channels, random_detector_state};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SyntheticConfig {
+        num_images: 40,
+        width: 64,
+        height: 64,
+        min_size: 12,
+        max_size: 30,
+        seed: 8,
+        ..SyntheticConfig::default()
+    };
+    let coco = write_synthetic_coco(&dir.path().join("data"), &cfg).unwrap();
+    let spec = DataSpec::Coco {
+        train_json: coco.annotations.clone(),
+        train_images: coco.images.clone(),
+        val: None,
+    };
+    let data = TrainingData::load_task(&spec, TaskKind::Detection, 0.25, 3).unwrap();
+    assert_eq!(data.task, TaskKind::Detection);
+    let mut def = definition(
+        &data,
+        spec,
+        TrainConfig {
+            input_size: 64,
+            detector: Some(DetectorConfig::small(6, 16, 1)),
+            ..settings()
+        },
+    );
+    def.model = tiny_config(0);
+    let backbone = TResNet::random(&def.model, 1, &BuildOptions::default()).unwrap();
+    let channels = pyramid_channels(&backbone.feature_info()).unwrap();
+    let start = |d: &Path, stop| {
+        let mut r = run(&def, &data, d, stop, None);
+        for (k, v) in random_detector_state(def.train.detector.as_ref().unwrap(), channels, 4)
+            .unwrap()
+            .iter()
+        {
+            r.init.insert(k, v.clone());
+        }
+        r
+    };
+    let whole = train(start(&dir.path().join("whole"), None), None).unwrap();
+    assert_eq!(whole.history.len(), 2);
+    assert!(whole.history.iter().all(|r| r.ap50.is_some()));
+    assert!(whole.final_state.contains("fcos.cls_logits.weight"));
+    let part = train(start(&dir.path().join("split"), Some(2)), None).unwrap();
+    assert!(part.stopped_early);
+    let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
+    let resumed = train(start(&dir.path().join("split"), None), Some(ckpt)).unwrap();
+    assert_same_state(&whole.final_state, &resumed.final_state);
+    let numbers = |h: &[tresnet_apps::training::EpochRecord]| -> Vec<(f64, f64, Option<f64>)> {
+        h.iter().map(|r| (r.train_loss, r.metric, r.ap50)).collect()
+    };
+    assert_eq!(numbers(&whole.history), numbers(&resumed.history));
+    // The bundle is a detection bundle.
+    let bundle = resolve_weights(whole.bundle_dir.to_str().unwrap()).unwrap();
+    let hub = bundle.hub_config.as_ref().unwrap();
+    assert_eq!(hub.task.as_deref(), Some("detection"));
+    assert_eq!(hub.head.as_deref(), Some("fcos"));
+    assert!(hub.detector.is_some());
+}

@@ -30,15 +30,21 @@ pub struct HubConfig {
     /// Class names, when the model carries them.
     #[serde(default)]
     pub label_names: Option<Vec<String>>,
-    /// This project's bundles: `single_label` or `multi_label`.
+    /// This project's bundles: `single_label`, `multi_label` or `detection`.
     #[serde(default)]
     pub task: Option<String>,
     /// This project's bundles: calibrated per-class decision thresholds.
     #[serde(default)]
     pub thresholds: Option<Vec<f32>>,
-    /// This project's bundles: the head (`linear`, `ml_decoder`).
+    /// This project's bundles: the head (`linear`, `ml_decoder`, `fcos`).
     #[serde(default)]
     pub head: Option<String>,
+    /// This project's detection bundles: the FPN + FCOS settings, read by the heads crate.
+    #[serde(default)]
+    pub detector: Option<Value>,
+    /// This project's detection bundles: `squish` or `letterbox`.
+    #[serde(default)]
+    pub canvas_fit: Option<String>,
 }
 
 impl HubConfig {

@@ -11,6 +11,7 @@
 mod box_transform;
 pub mod coco;
 mod decode;
+mod detection_dataset;
 mod error;
 mod eval_transform;
 mod image_folder;
@@ -25,6 +26,9 @@ mod train_transform;
 
 pub use box_transform::{BoxXyxy, Placement, hflip_with_boxes, letterbox, squish};
 pub use decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
+pub use detection_dataset::{
+    CanvasFit, DetectionDataset, DetectionSample, DetectionTransform, LabelledBox,
+};
 pub use error::{DataError, Result};
 pub use eval_transform::{preprocess, resize_for_model, stack_batch, to_chw_floats};
 pub use image_folder::ImageFolder;

@@ -7,9 +7,11 @@
 //! - losses: the asymmetric loss (multi- and single-label, cross-entropy as a special case) with
 //!   exact gradients ([`losses`]);
 //! - metrics: top-k, ASL-style and scikit-learn AP, the multi-label P/R/F1 table, threshold
-//!   calibration, COCO box AP ([`metrics`]); saved predictions ([`predictions`]).
+//!   calibration, COCO box AP ([`metrics`]); saved predictions ([`predictions`]);
+//! - detection: an FPN + FCOS head with its targets, losses and decoding ([`detection`]).
 
 mod classifier;
+pub mod detection;
 mod error;
 mod head;
 mod linear_head;

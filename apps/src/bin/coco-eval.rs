@@ -1,7 +1,8 @@
-//! `coco-eval`: multi-label evaluation on COCO (mAP, per-class AP, CP/CR/CF1/OP/OR/OF1) from a
-//! model or from saved predictions, and COCO box statistics from a saved results file.
-//! Without data and weights it evaluates the embedded default model on a freshly generated
-//! validation split of the synthetic shapes dataset.
+//! `coco-eval`: multi-label evaluation on COCO (mAP, per-class AP, CP/CR/CF1/OP/OR/OF1) and
+//! detection (the 12 COCO box statistics and per-class AP), from a model or from saved
+//! predictions. Without data and weights it evaluates the embedded default model (or, with
+//! `--task detection`, the embedded detector) on a freshly generated validation split of the
+//! synthetic shapes dataset.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -10,14 +11,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
+use tresnet_apps::box_drawing::{DrawnBox, draw_boxes};
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
+use tresnet_apps::detection_inference::{DetectionOutcome, detect_over_images};
 use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid};
-use tresnet_apps::model_bundle::load_bundle;
+use tresnet_apps::model_bundle::{load_bundle, load_embedded_detector};
 use tresnet_apps::multilabel_report::MultilabelReport;
 use tresnet_apps::plots::{ClassCurve, pr_curve, write_plots};
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{ImageSource, SyntheticConfig, write_synthetic_coco};
-use tresnet_heads::metrics::{COCO_STAT_NAMES, Decision, ScoreTable, evaluate_box_results_file};
+use tresnet_heads::detection::xyxy_to_xywh;
+use tresnet_heads::metrics::{
+    COCO_STAT_NAMES, Decision, Detection, ScoreTable, evaluate_box_results_file, evaluate_boxes,
+};
 use tresnet_heads::predictions::ScoreFile;
 
 #[derive(Debug, Parser)]
@@ -53,9 +59,16 @@ struct Cli {
     /// (CSV/JSONL, multi-label) or a COCO results json (detection).
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// Write the multi-label scores (CSV keyed by image id) for later --predictions runs.
+    /// Write the predictions for later --predictions runs: multi-label scores (CSV keyed by
+    /// image id), or detections as a COCO results json.
     #[arg(long)]
     save_predictions: Option<PathBuf>,
+    /// Detection: write each image with its detected boxes, labels and scores drawn into DIR.
+    #[arg(long)]
+    draw: Option<PathBuf>,
+    /// Detection: draw only boxes scoring at least this.
+    #[arg(long, default_value_t = 0.3)]
+    draw_threshold: f32,
     /// Decision threshold for the P/R/F1 table (ASL's validation uses 0.8).
     #[arg(long, default_value_t = 0.8)]
     threshold: f32,
@@ -107,7 +120,12 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("give --coco DIR or --annotations FILE with a model");
             }
             eprintln!(
-                "coco-eval: no data given: evaluating the embedded default model on a generated shapes split"
+                "coco-eval: no data given: evaluating the embedded default {} on a generated shapes split",
+                if cli.task == "detection" {
+                    "detector"
+                } else {
+                    "model"
+                }
             );
             let written =
                 write_synthetic_coco(scratch.path(), &SyntheticConfig::shapes_64(500, 1000))?;
@@ -116,28 +134,7 @@ fn run(cli: Cli) -> Result<()> {
     };
 
     if cli.task == "detection" {
-        let Some(results) = &cli.predictions else {
-            bail!(
-                "--task detection needs a detection model, and the detection head is not available in \
-                 this version; score saved detections with --predictions results.json"
-            );
-        };
-        let eval = evaluate_box_results_file(&json, results)?;
-        for w in &eval.warnings {
-            eprintln!("coco-eval: warning: {w}");
-        }
-        println!("{}", eval.summary.join("\n"));
-        let report = json!({
-            "task": "detection",
-            "annotations": json,
-            "predictions": results,
-            "stats": eval.stats,
-            "stats_names": COCO_STAT_NAMES,
-            "per_category": eval.per_category.iter().map(|c| json!({
-                "category_id": c.category_id, "name": c.name, "AP": c.ap, "AP50": c.ap50, "AP75": c.ap75, "AR100": c.ar100
-            })).collect::<Vec<_>>(),
-        });
-        return write_report(cli.output.as_deref(), &report);
+        return run_detection(&cli, &json, &image_root, scratch.path());
     }
     if cli.task != "multilabel" {
         bail!("--task {}: expected multilabel or detection", cli.task);
@@ -303,6 +300,218 @@ fn run(cli: Cli) -> Result<()> {
         "skipped": skipped,
     });
     write_report(cli.output.as_deref(), &json_report)
+}
+
+/// `--task detection`: COCO box statistics of a detector (or of a saved results file), with
+/// per-class AP, the results json and drawn boxes on request.
+fn run_detection(cli: &Cli, json_path: &Path, image_root: &Path, scratch: &Path) -> Result<()> {
+    let mut model_source = None;
+    let mut skipped: Vec<serde_json::Value> = Vec::new();
+    let mut ground_truth = json_path.to_path_buf();
+    let eval = match &cli.predictions {
+        Some(results) => evaluate_box_results_file(json_path, results)?,
+        None => {
+            let overrides = cli.preprocess.overrides()?;
+            let bundle = if cli.model.backbone.is_none() && cli.model.weights.is_none() {
+                load_embedded_detector(&cli.runtime, &overrides)?
+            } else {
+                load_bundle(&cli.model, &cli.runtime, &overrides)?
+            };
+            let detector = bundle.detector.as_ref().with_context(|| {
+                format!(
+                    "{} is not a detection model (train one with finetune --task detection)",
+                    bundle.source
+                )
+            })?;
+            let mut dataset = CocoDataset::from_file(json_path, CocoOptions::default())?;
+            for w in dataset.warnings.iter().take(5) {
+                eprintln!("coco-eval: warning: {w}");
+            }
+            if let Some(n) = cli.limit {
+                dataset.images.truncate(n);
+                dataset.objects.truncate(n);
+                // Score against exactly the images evaluated.
+                ground_truth = scratch.join("ground_truth_subset.json");
+                write_ground_truth_subset(json_path, &dataset, &ground_truth)?;
+            }
+            let k = dataset.num_classes();
+            if detector.head.config().num_classes != k {
+                bail!(
+                    "the detector has {} classes but {} has {k} categories",
+                    detector.head.config().num_classes,
+                    json_path.display()
+                );
+            }
+            let missing = dataset.missing_images(image_root);
+            if missing.len() == dataset.len() && !dataset.is_empty() {
+                bail!(
+                    "none of the {} images exist under {}",
+                    dataset.len(),
+                    image_root.display()
+                );
+            }
+            let names = bundle
+                .labels
+                .clone()
+                .unwrap_or_else(|| dataset.class_names());
+            if let Some(dir) = &cli.draw {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let sources: Vec<ImageSource> = (0..dataset.len())
+                .map(|i| ImageSource::File(dataset.image_path(image_root, i)))
+                .collect();
+            let options =
+                InferenceOptions::new(cli.batch_size, cli.runtime.worker_count(), "coco-eval");
+            let mut detections: Vec<Detection> = Vec::new();
+            let mut drawn = 0usize;
+            let timing =
+                detect_over_images(&bundle.model, detector, sources, &options, |outcomes| {
+                    for (i, outcome) in outcomes {
+                        let image = &dataset.images[i];
+                        match outcome {
+                            DetectionOutcome::Found(found) => {
+                                if let Some(dir) = &cli.draw {
+                                    let path = dataset.image_path(image_root, i);
+                                    draw_image(
+                                        dir,
+                                        &path,
+                                        image.id,
+                                        &found,
+                                        &names,
+                                        cli.draw_threshold,
+                                    )?;
+                                    drawn += 1;
+                                }
+                                detections.extend(found.iter().map(|d| Detection {
+                                    image_id: image.id,
+                                    category_id: dataset.categories[d.class].id,
+                                    bbox_xywh: xyxy_to_xywh(&d.bbox).map(f64::from),
+                                    score: f64::from(d.score),
+                                }));
+                            }
+                            DetectionOutcome::Failed(reason) => {
+                                eprintln!("coco-eval: skipped: {reason}");
+                                skipped.push(json!({"image_id": image.id, "error": reason}));
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            eprintln!(
+                "coco-eval: {} images in {:.1} s ({:.1} img/s), {} detections",
+                dataset.len(),
+                timing.total,
+                dataset.len() as f64 / timing.total.max(1e-9),
+                detections.len()
+            );
+            if let Some(dir) = &cli.draw {
+                eprintln!("coco-eval: drew {drawn} images into {}", dir.display());
+            }
+            if let Some(path) = &cli.save_predictions {
+                let rows: Vec<serde_json::Value> = detections
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "image_id": d.image_id,
+                            "category_id": d.category_id,
+                            "bbox": d.bbox_xywh,
+                            "score": d.score,
+                        })
+                    })
+                    .collect();
+                write_atomically(path, &serde_json::to_vec(&rows)?)?;
+                eprintln!("coco-eval: detections written to {}", path.display());
+            }
+            model_source = Some(bundle.source.clone());
+            evaluate_boxes(&ground_truth, &detections)?
+        }
+    };
+    for w in &eval.warnings {
+        eprintln!("coco-eval: warning: {w}");
+    }
+    println!("{}", eval.summary.join("\n"));
+    println!(
+        "\n{:<24} {:>7} {:>7} {:>7} {:>7}",
+        "category", "AP", "AP50", "AP75", "AR100"
+    );
+    for c in &eval.per_category {
+        println!(
+            "{:<24} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+            c.name, c.ap, c.ap50, c.ap75, c.ar100
+        );
+    }
+    let report = json!({
+        "task": "detection",
+        "annotations": json_path,
+        "model": model_source,
+        "predictions": cli.predictions,
+        "stats": eval.stats,
+        "stats_names": COCO_STAT_NAMES,
+        "per_category": eval.per_category.iter().map(|c| json!({
+            "category_id": c.category_id, "name": c.name, "AP": c.ap, "AP50": c.ap50, "AP75": c.ap75, "AR100": c.ar100
+        })).collect::<Vec<_>>(),
+        "skipped": skipped,
+    });
+    write_report(cli.output.as_deref(), &report)
+}
+
+/// Writes the instances file restricted to the images of `dataset` (for `--limit`).
+fn write_ground_truth_subset(source: &Path, dataset: &CocoDataset, path: &Path) -> Result<()> {
+    let text = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", source.display()))?;
+    let kept: std::collections::HashSet<u64> = dataset.images.iter().map(|i| i.id).collect();
+    let keep = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|id| kept.contains(&id))
+    };
+    for (list, key) in [("images", "id"), ("annotations", "image_id")] {
+        if let Some(items) = document.get_mut(list).and_then(|v| v.as_array_mut()) {
+            items.retain(|v| keep(v, key));
+        }
+    }
+    write_atomically(path, &serde_json::to_vec(&document)?)
+}
+
+/// Draws an image's detections (score ≥ `threshold`) into `dir/<image id>_<stem>.png`.
+fn draw_image(
+    dir: &Path,
+    source: &Path,
+    image_id: u64,
+    found: &[tresnet_heads::detection::BoxDetection],
+    names: &[String],
+    threshold: f32,
+) -> Result<()> {
+    let image = tresnet_data::decode_rgb8(source, &tresnet_data::DecodeLimits::default())?;
+    // Lowest score first, so the best box's label ends up on top.
+    let boxes: Vec<DrawnBox> = found
+        .iter()
+        .rev()
+        .filter(|d| d.score >= threshold)
+        .map(|d| DrawnBox {
+            class: d.class,
+            label: format!(
+                "{} {:.2}",
+                names.get(d.class).map_or("?", String::as_str),
+                d.score
+            ),
+            bbox: d.bbox,
+        })
+        .collect();
+    let canvas = draw_boxes(&image, &boxes)?;
+    let stem = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join(format!("{image_id}_{stem}.png"));
+    let tmp = tresnet::weights::temporary_sibling(&path);
+    canvas
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(anyhow::Error::from))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

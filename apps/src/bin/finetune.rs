@@ -1,6 +1,6 @@
 //! `finetune`: train a TResNet on your own images (ImageFolder → single-label, COCO json →
-//! multi-label), from pretrained weights or from scratch, and export the best model as a bundle
-//! that `embed`, `coco-eval`, `top1-eval` and `tag` load.
+//! multi-label, or detection with `--task detection`), from pretrained weights or from scratch,
+//! and export the best model as a bundle that `embed`, `coco-eval`, `top1-eval` and `tag` load.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
@@ -9,12 +9,13 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
 use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weights};
-use tresnet::{Layout, TResNetConfig};
+use tresnet::{FeatureInfo, Layout, TResNetConfig};
 use tresnet_apps::cli::parse_device;
 use tresnet_apps::training::{
-    Augment, DataSpec, OptimizerKind, RunDefinition, Schedule, TrainRun, TrainingData,
-    load_latest_checkpoint, load_recipe, train,
+    Augment, DETECTION_PREFIXES, DataSpec, OptimizerKind, RunDefinition, Schedule, TaskKind,
+    TrainRun, TrainingData, load_latest_checkpoint, load_recipe, train,
 };
+use tresnet_heads::detection::{check_detector_state, pyramid_channels, random_detector_state};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,10 @@ struct Cli {
     /// Folder of the validation json's images.
     #[arg(long)]
     val_images: Option<PathBuf>,
+    /// single-label, multilabel or detection (default: single-label for --data, multilabel for
+    /// --coco). Detection trains an FPN + FCOS head on the COCO boxes.
+    #[arg(long)]
+    task: Option<String>,
     /// Start from these weights (file, bundle directory or cached hub id); the classifier is
     /// re-initialised for the new classes.
     #[arg(long)]
@@ -122,7 +127,8 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.resume {
         let ckpt = load_latest_checkpoint(dir)?;
         let def = ckpt.definition.clone();
-        let data = TrainingData::load(&def.data, def.train.val_fraction, def.train.seed)?;
+        let data =
+            TrainingData::load_task(&def.data, def.task, def.train.val_fraction, def.train.seed)?;
         eprintln!(
             "finetune: resuming {} at epoch {} step {}",
             dir.display(),
@@ -210,11 +216,19 @@ fn run(cli: Cli) -> Result<()> {
             "give --data FOLDER (single-label) or --coco JSON --images DIR (multi-label), or --resume DIR"
         ),
     };
-    let data = TrainingData::load(&spec, cfg.val_fraction, cfg.seed)?;
+    let task = match (cli.task.as_deref(), &spec) {
+        (None, DataSpec::Folder { .. }) | (Some("single-label"), _) => TaskKind::SingleLabel,
+        (None, DataSpec::Coco { .. }) | (Some("multilabel"), _) => TaskKind::MultiLabel,
+        (Some("detection"), _) => TaskKind::Detection,
+        (Some(other), _) => {
+            bail!("--task {other}: expected single-label, multilabel or detection")
+        }
+    };
+    let data = TrainingData::load_task(&spec, task, cfg.val_fraction, cfg.seed)?;
     let classes = data.class_names.len();
 
     // Architecture and starting weights.
-    let (config, init) = match &cli.weights {
+    let (config, mut init) = match &cli.weights {
         Some(w) => {
             let resolved = resolve_weights(w)?;
             let config = model_config(cli.backbone.as_deref(), Some(&resolved), Some(classes))?;
@@ -235,8 +249,52 @@ fn run(cli: Cli) -> Result<()> {
             (config.with_num_classes(classes), StateDict::new())
         }
     };
+    // A detector's backbone has no classifier; the head is sized for the classes.
+    let config = if task == TaskKind::Detection {
+        let mut detector = cfg.detector.clone().unwrap_or_default();
+        detector.num_classes = classes;
+        detector.validate()?;
+        cfg.detector = Some(detector);
+        config.with_num_classes(0)
+    } else {
+        cfg.detector = None;
+        config
+    };
     // Fresh weights where the start has none (everything from scratch; the classifier always).
-    let fresh = random_state_dict(&Layout::new(&config)?, cfg.seed)?;
+    let layout = Layout::new(&config)?;
+    let mut fresh = random_state_dict(&layout, cfg.seed)?;
+    if let Some(detector) = &cfg.detector {
+        let info: Vec<FeatureInfo> = layout
+            .stages
+            .iter()
+            .map(|s| FeatureInfo {
+                name: s.name.clone(),
+                channels: s.out_channels,
+                stride: s.stride,
+            })
+            .collect();
+        let channels = pyramid_channels(&info)?;
+        let head = random_detector_state(detector, channels, cfg.seed)?;
+        // A start that already has a head of exactly this shape (a detection bundle) keeps it.
+        let keep_head = check_detector_state(detector, channels, &{
+            let mut existing = StateDict::new();
+            for (k, v) in init.iter() {
+                if DETECTION_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                    existing.insert(k, v.clone());
+                }
+            }
+            existing
+        })
+        .is_ok();
+        if !keep_head {
+            for prefix in DETECTION_PREFIXES {
+                init.take_prefix(prefix);
+            }
+        }
+        for (k, v) in head.iter() {
+            fresh.insert(k, v.clone());
+        }
+    }
     let mut init = init;
     for (k, v) in fresh {
         if !init.contains(&k) || k.starts_with("head.") {
@@ -275,10 +333,13 @@ fn report(outcome: tresnet_apps::training::TrainOutcome, quiet: bool) -> Result<
     if !quiet {
         for r in &outcome.history {
             eprintln!(
-                "epoch {:>3}: loss {:.4}  metric {:.2}{}  {:.1} img/s",
+                "epoch {:>3}: loss {:.4}  metric {:.2}{}{}  {:.1} img/s",
                 r.epoch + 1,
                 r.train_loss,
                 r.metric,
+                r.ap50
+                    .map(|a| format!(" (AP50 {a:.2})"))
+                    .unwrap_or_default(),
                 r.ema_metric
                     .map(|m| format!(" (EMA {m:.2})"))
                     .unwrap_or_default(),

@@ -21,6 +21,8 @@ pub enum TaskKind {
     SingleLabel,
     /// Any number of classes per image (sigmoid).
     MultiLabel,
+    /// Boxes with classes (FPN + FCOS head).
+    Detection,
 }
 
 /// One epoch's record.
@@ -30,8 +32,11 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Validation metric of the raw weights (top-1 % or mAP %).
+    /// Validation metric of the raw weights (top-1 %, mAP % or COCO AP %).
     pub metric: f64,
+    /// Detection: AP at IoU 0.5 (%) of the raw weights.
+    #[serde(default)]
+    pub ap50: Option<f64>,
     /// Validation metric of the EMA weights.
     pub ema_metric: Option<f64>,
     /// Training images per second.

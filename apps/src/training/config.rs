@@ -88,6 +88,10 @@ pub struct TrainConfig {
     pub architecture: Option<String>,
     /// Arguments overriding the architecture's (`layers`, `width_factor`, `v2`, …).
     pub model_args: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Detection: the FPN + FCOS head (its `num_classes` is set from the data).
+    pub detector: Option<tresnet_heads::detection::DetectorConfig>,
+    /// Detection: how images go onto the square canvas.
+    pub canvas_fit: tresnet_data::CanvasFit,
 }
 
 impl Default for TrainConfig {
@@ -114,6 +118,8 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             architecture: None,
             model_args: None,
+            detector: None,
+            canvas_fit: tresnet_data::CanvasFit::Squish,
         }
     }
 }

@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{
-    DecodeLimits, ImageFolder, ImageListDataset, ImageSource, ImageTransform, PreprocessConfig,
-    TrainCrop, TrainTransform,
+    DecodeLimits, ImageFolder, ImageListDataset, ImageSource, ImageTransform, LabelledBox,
+    PreprocessConfig, TrainCrop, TrainTransform,
 };
 
 use super::checkpoint::TaskKind;
@@ -23,6 +23,24 @@ pub enum Target {
     Class(usize),
     /// One 0/1 value per class (multi-label).
     MultiHot(Arc<[f32]>),
+    /// The objects of an image (detection).
+    Boxes(Arc<DetectionTarget>),
+}
+
+/// The objects of one detection image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionTarget {
+    /// The image's COCO id.
+    pub image_id: u64,
+    /// Original `(width, height)` from the json.
+    pub size: (u32, u32),
+    /// File name from the json.
+    pub file_name: String,
+    /// Boxes to learn (not crowd, not degenerate), in original-image pixels (on the canvas
+    /// once a training transform has run).
+    pub boxes: Vec<LabelledBox>,
+    /// Crowd regions (evaluation ignores detections on them; training leaves them out).
+    pub crowd: Vec<LabelledBox>,
 }
 
 /// Images with their labels.
@@ -68,8 +86,13 @@ fn folder_items(folder: &ImageFolder) -> LabelledImages {
         .collect()
 }
 
-fn coco_items(json: &Path, images: &Path) -> Result<(Vec<String>, LabelledImages)> {
-    let ds = CocoDataset::from_file(json, CocoOptions::multilabel())?;
+fn coco_items(json: &Path, images: &Path, task: TaskKind) -> Result<(Vec<String>, LabelledImages)> {
+    let options = match task {
+        // Every image: those without objects teach the detector what background is.
+        TaskKind::Detection => CocoOptions::default(),
+        _ => CocoOptions::multilabel(),
+    };
+    let ds = CocoDataset::from_file(json, options)?;
     let missing = ds.missing_images(images);
     if let Some((id, path)) = missing.first() {
         bail!(
@@ -83,11 +106,38 @@ fn coco_items(json: &Path, images: &Path) -> Result<(Vec<String>, LabelledImages
         .map(|i| {
             (
                 ImageSource::File(ds.image_path(images, i)),
-                Target::MultiHot(Arc::from(ds.multi_hot(i))),
+                match task {
+                    TaskKind::Detection => Target::Boxes(Arc::new(detection_target(&ds, i))),
+                    _ => Target::MultiHot(Arc::from(ds.multi_hot(i))),
+                },
             )
         })
         .collect();
     Ok((ds.class_names(), items))
+}
+
+/// The boxes of image `i` of a COCO dataset.
+fn detection_target(ds: &CocoDataset, i: usize) -> DetectionTarget {
+    let image = &ds.images[i];
+    let mut target = DetectionTarget {
+        image_id: image.id,
+        size: (image.width, image.height),
+        file_name: image.file_name.clone(),
+        boxes: Vec::new(),
+        crowd: Vec::new(),
+    };
+    for o in ds.objects[i].iter().filter(|o| !o.degenerate) {
+        let b = LabelledBox {
+            class: o.class,
+            bbox: o.bbox_xyxy,
+        };
+        if o.iscrowd {
+            target.crowd.push(b);
+        } else {
+            target.boxes.push(b);
+        }
+    }
+    target
 }
 
 impl TrainingData {
@@ -127,19 +177,26 @@ impl TrainingData {
         })
     }
 
-    /// Multi-label data from a COCO instances json and its image folder; validation from another
-    /// json + folder or a seeded fraction.
+    /// Multi-label or detection data from a COCO instances json and its image folder;
+    /// validation from another json + folder or a seeded fraction.
     pub fn from_coco(
         json: &Path,
         images: &Path,
         val: Option<(&Path, &Path)>,
+        task: TaskKind,
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
-        let (class_names, items) = coco_items(json, images)?;
+        if task == TaskKind::SingleLabel {
+            bail!(
+                "{}: a COCO json trains multi-label or detection",
+                json.display()
+            );
+        }
+        let (class_names, items) = coco_items(json, images, task)?;
         let (train, val) = match val {
             Some((vj, vi)) => {
-                let (val_names, val_items) = coco_items(vj, vi)?;
+                let (val_names, val_items) = coco_items(vj, vi, task)?;
                 if val_names != class_names {
                     bail!(
                         "{}: categories differ from {}",
@@ -152,17 +209,37 @@ impl TrainingData {
             None => split(items, val_fraction, seed),
         };
         Ok(Self {
-            task: TaskKind::MultiLabel,
+            task,
             class_names,
             train,
             val,
         })
     }
 
-    /// Reads the data a [`DataSpec`] names.
+    /// Reads the data a [`DataSpec`] names: folders are single-label, COCO files multi-label.
     pub fn load(spec: &super::checkpoint::DataSpec, val_fraction: f64, seed: u64) -> Result<Self> {
+        let task = match spec {
+            super::checkpoint::DataSpec::Folder { .. } => TaskKind::SingleLabel,
+            super::checkpoint::DataSpec::Coco { .. } => TaskKind::MultiLabel,
+        };
+        Self::load_task(spec, task, val_fraction, seed)
+    }
+
+    /// Reads the data a [`DataSpec`] names for `task` (a COCO file can also train detection).
+    pub fn load_task(
+        spec: &super::checkpoint::DataSpec,
+        task: TaskKind,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
         match spec {
             super::checkpoint::DataSpec::Folder { train, val } => {
+                if task != TaskKind::SingleLabel {
+                    bail!(
+                        "{}: an image folder trains single-label only",
+                        train.display()
+                    );
+                }
                 Self::from_image_folder(train, val.as_deref(), val_fraction, seed)
             }
             super::checkpoint::DataSpec::Coco {
@@ -173,6 +250,7 @@ impl TrainingData {
                 train_json,
                 train_images,
                 val.as_ref().map(|(j, i)| (j.as_path(), i.as_path())),
+                task,
                 val_fraction,
                 seed,
             ),
@@ -198,7 +276,7 @@ impl TrainingData {
 pub fn eval_preprocess(task: TaskKind, size: usize) -> PreprocessConfig {
     match task {
         TaskKind::SingleLabel => PreprocessConfig::imagenet_eval(size),
-        TaskKind::MultiLabel => PreprocessConfig::multilabel(size),
+        TaskKind::MultiLabel | TaskKind::Detection => PreprocessConfig::multilabel(size),
     }
 }
 
@@ -207,7 +285,7 @@ pub fn train_transform(task: TaskKind, config: &TrainConfig) -> ImageTransform {
     let size = config.input_size;
     let mut t = match task {
         TaskKind::SingleLabel => TrainTransform::imagenet(size),
-        TaskKind::MultiLabel => TrainTransform::multilabel(size),
+        TaskKind::MultiLabel | TaskKind::Detection => TrainTransform::multilabel(size),
     };
     match config.augment {
         Augment::Full => ImageTransform::Train(t),

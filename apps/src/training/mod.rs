@@ -4,10 +4,12 @@
 mod checkpoint;
 mod config;
 mod data;
+mod detection_data;
 mod ema;
 mod optimizer;
 mod progress;
 mod schedule;
+mod trainable_net;
 mod trainer;
 
 pub use checkpoint::{
@@ -15,9 +17,16 @@ pub use checkpoint::{
     save_checkpoint,
 };
 pub use config::{Augment, MultiLabelLoss, TrainConfig};
-pub use data::{Target, TrainingData, eval_preprocess, load_recipe, train_transform};
+pub use data::{
+    DetectionTarget, Target, TrainingData, eval_preprocess, load_recipe, train_transform,
+};
+pub use detection_data::{
+    DetectionTrainingSet, detection_items, detection_transform, parse_canvas_fit,
+    write_ground_truth,
+};
 pub use ema::Ema;
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};
 pub use progress::{Progress, format_duration};
 pub use schedule::Schedule;
+pub use trainable_net::{DETECTION_PREFIXES, TrainableNet};
 pub use trainer::{TrainOutcome, TrainRun, Validation, train, validate};

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use tresnet::weights::StateDict;
-use tresnet::{BuildOptions, TResNet, TrainableTResNet};
+use tresnet::{BuildOptions, TResNet};
 use tresnet_data::{BadItemPolicy, ImageTransform, Loader, LoaderOptions, PreprocessConfig};
 use tresnet_heads::HeadsError;
 use tresnet_heads::losses::{
     AsymmetricLoss, AsymmetricSingleLabelLoss, asymmetric_loss, single_label_loss,
 };
+use tresnet_heads::metrics::{Detection, evaluate_boxes};
 use tresnet_heads::metrics::{
     ScoreTable, asl_mean_average_precision, calibrate_thresholds, top_k_accuracy,
 };
@@ -23,9 +24,15 @@ use super::checkpoint::{
 };
 use super::config::TrainConfig;
 use super::data::{Target, TrainingData, dataset, eval_preprocess, train_transform};
+use super::detection_data::{
+    DetectionTrainingSet, detection_items, detection_transform, write_ground_truth,
+};
 use super::ema::Ema;
 use super::optimizer::{Optimizer, named_gradients};
 use super::progress::Progress;
+use super::trainable_net::TrainableNet;
+use crate::detection_inference::{DetectionOutcome, Detector, detect_over_images};
+use crate::inference::InferenceOptions;
 use crate::model_bundle::{BundleInfo, write_bundle};
 
 /// A run to start or continue.
@@ -86,13 +93,13 @@ fn loss_of(
                 &classes,
             )
         }
-        TaskKind::MultiLabel => {
+        TaskKind::MultiLabel | TaskKind::Detection => {
             let k = logits.dims()[1];
             let flat: Vec<f32> = targets
                 .iter()
                 .flat_map(|t| match t {
                     Target::MultiHot(v) => v.to_vec(),
-                    Target::Class(_) => vec![0.0; k],
+                    Target::Class(_) | Target::Boxes(_) => vec![0.0; k],
                 })
                 .collect();
             let y = Tensor::from_vec(flat, (targets.len(), k), device)?;
@@ -108,10 +115,13 @@ fn loss_of(
     }
 }
 
-/// Validation of one state: the metric (top-1 % or mAP %) and the `(scores, targets)` table.
+/// Validation of one state: the metric (top-1 %, mAP % or COCO AP %) and the
+/// `(scores, targets)` table (classification).
 pub struct Validation {
-    /// Top-1 accuracy or ASL mAP, in percent.
+    /// Top-1 accuracy, ASL mAP or COCO box AP @[0.5:0.95], in percent.
     pub metric: f64,
+    /// Detection: COCO AP @0.5, in percent.
+    pub ap50: Option<f64>,
     /// Row-major scores (softmax or sigmoid).
     pub scores: Vec<f32>,
     /// Row-major multi-hot targets (one-hot for single-label).
@@ -126,6 +136,9 @@ pub fn validate(
     device: &Device,
     workers: usize,
 ) -> Result<Validation> {
+    if definition.task == TaskKind::Detection {
+        return validate_detection(definition, state, data, device, workers);
+    }
     let options = BuildOptions::new(device.clone(), DType::F32);
     let model = TResNet::new(&definition.model, state, &options)?;
     let cfg = eval_preprocess(definition.task, definition.train.input_size);
@@ -147,7 +160,7 @@ pub fn validate(
         let logits = model.forward(&images)?;
         let probs = match definition.task {
             TaskKind::SingleLabel => tresnet_heads::OutputKind::Softmax,
-            TaskKind::MultiLabel => tresnet_heads::OutputKind::Sigmoid,
+            TaskKind::MultiLabel | TaskKind::Detection => tresnet_heads::OutputKind::Sigmoid,
         }
         .scores(&logits)?;
         scores.extend(probs.flatten_all()?.to_vec1::<f32>()?);
@@ -159,6 +172,7 @@ pub fn validate(
                     targets.extend((0..k).map(|j| if j == c { 1.0 } else { 0.0 }));
                 }
                 Target::MultiHot(v) => targets.extend(v.iter().copied()),
+                Target::Boxes(_) => bail!("box targets in a classification run"),
             }
         }
     }
@@ -166,12 +180,78 @@ pub fn validate(
         TaskKind::SingleLabel => {
             100.0 * top_k_accuracy(&Tensor::cat(&logits_all, 0)?, &classes, 1)?
         }
-        TaskKind::MultiLabel => asl_mean_average_precision(&ScoreTable::new(&scores, &targets, k)?),
+        TaskKind::MultiLabel | TaskKind::Detection => {
+            asl_mean_average_precision(&ScoreTable::new(&scores, &targets, k)?)
+        }
     };
     Ok(Validation {
         metric,
+        ap50: None,
         scores,
         targets,
+    })
+}
+
+/// Detection validation: the detector over the validation images, scored with the COCO box
+/// protocol against their ground truth; the metric is AP @[0.5:0.95] in percent.
+fn validate_detection(
+    definition: &RunDefinition,
+    state: &StateDict,
+    data: &TrainingData,
+    device: &Device,
+    workers: usize,
+) -> Result<Validation> {
+    let detector_config = definition
+        .train
+        .detector
+        .as_ref()
+        .context("a detection run without detector settings")?;
+    let (backbone, detector) = Detector::from_state(
+        &definition.model,
+        detector_config,
+        state,
+        &BuildOptions::new(device.clone(), DType::F32),
+        detection_transform(&definition.train, false),
+    )?;
+    let items = detection_items(&data.val);
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let ground_truth = scratch.path().join("val_ground_truth.json");
+    write_ground_truth(&ground_truth, &items, &data.class_names)?;
+    let mut detections = Vec::new();
+    let options = InferenceOptions {
+        progress: None,
+        ..InferenceOptions::new(definition.train.batch_size, workers, "")
+    };
+    let sources = items.iter().map(|(s, _)| s.clone()).collect();
+    detect_over_images(&backbone, &detector, sources, &options, |outcomes| {
+        for (i, outcome) in outcomes {
+            match outcome {
+                DetectionOutcome::Found(found) => {
+                    detections.extend(found.into_iter().map(|d| Detection {
+                        image_id: items[i].1.image_id,
+                        category_id: d.class as u64 + 1,
+                        bbox_xywh: [
+                            f64::from(d.bbox[0]),
+                            f64::from(d.bbox[1]),
+                            f64::from(d.bbox[2] - d.bbox[0]),
+                            f64::from(d.bbox[3] - d.bbox[1]),
+                        ],
+                        score: f64::from(d.score),
+                    }))
+                }
+                DetectionOutcome::Failed(reason) => bail!("validation image: {reason}"),
+            }
+        }
+        Ok(())
+    })?;
+    let evaluation = evaluate_boxes(&ground_truth, &detections)?;
+    // pycocotools reports −1 when nothing is defined; count that as no precision at all.
+    let percent = |v: f64| 100.0 * v.max(0.0);
+    Ok(Validation {
+        metric: percent(evaluation.stats[0]),
+        ap50: Some(percent(evaluation.stats[1])),
+        scores: Vec::new(),
+        targets: Vec::new(),
     })
 }
 
@@ -234,7 +314,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
             None,
         ),
     };
-    let model = TrainableTResNet::new(&def.model, &start, DType::F32, &run.device)?;
+    let model = TrainableNet::new(def, &start, &run.device)?;
     let mut optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay, model.parameters());
     if let Some(s) = &optimizer_state {
         optimizer.load_state(s)?;
@@ -249,7 +329,19 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
         )),
         None => None,
     };
-    let train_ds = dataset(&run.data.train, train_transform(def.task, cfg));
+    let (classification_set, detection_set) = match def.task {
+        TaskKind::Detection => (
+            None,
+            Some(Arc::new(DetectionTrainingSet::new(
+                &run.data.train,
+                detection_transform(cfg, true),
+            ))),
+        ),
+        _ => (
+            Some(dataset(&run.data.train, train_transform(def.task, cfg))),
+            None,
+        ),
+    };
     let batches_per_epoch = run.data.train.len() / cfg.batch_size;
     let accumulate = cfg.accumulate.max(1);
     let steps_per_epoch = (batches_per_epoch / accumulate).max(1);
@@ -276,7 +368,11 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
             start_batch: state.batch_in_epoch,
             ..LoaderOptions::default()
         };
-        let loader = Loader::new(Arc::clone(&train_ds), &options)?;
+        let loader = match (&classification_set, &detection_set) {
+            (Some(set), _) => Loader::new(Arc::clone(set), &options)?,
+            (None, Some(set)) => Loader::new(Arc::clone(set), &options)?,
+            (None, None) => unreachable!("one of the two sets is built"),
+        };
         let mut progress = Progress::new(
             format!("epoch {}/{}", epoch + 1, cfg.epochs),
             loader.num_batches(),
@@ -288,7 +384,6 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
             let batch = batch.context("training data")?;
             let n = batch.items.len();
             let (images, targets) = collate(batch.items, &out_cfg, &run.device)?;
-            let logits = model.forward(&images)?;
             let inject = !injected && run.inject_nonfinite_loss_at == Some(state.step);
             injected |= inject;
             let loss = if inject {
@@ -296,8 +391,16 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                     value: f64::INFINITY,
                     context: "injected".into(),
                 })
+            } else if def.task == TaskKind::Detection {
+                model.detection_loss(&images, &targets)?
             } else {
-                loss_of(def.task, cfg, &logits, &targets, &run.device)
+                loss_of(
+                    def.task,
+                    cfg,
+                    &model.logits(&images)?,
+                    &targets,
+                    &run.device,
+                )
             };
             let loss = match loss {
                 Ok(l) => {
@@ -408,6 +511,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
             epoch,
             train_loss: state.epoch_loss.0 / state.epoch_loss.1.max(1) as f64,
             metric: raw.metric,
+            ap50: raw.ap50,
             ema_metric: averaged.as_ref().map(|v| v.metric),
             img_per_sec: progress.rate(),
         };
@@ -440,6 +544,8 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                     class_names: run.data.class_names.clone(),
                     preprocess: out_cfg.clone(),
                     thresholds,
+                    detector: cfg.detector.clone(),
+                    canvas_fit: cfg.canvas_fit,
                 },
             )?;
         }
