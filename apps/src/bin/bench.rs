@@ -12,6 +12,9 @@ use tresnet::weights::{model_config, random_state_dict, resolve_weights};
 use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_apps::cli::RuntimeFlags;
 use tresnet_apps::training::{Optimizer, OptimizerKind, named_gradients};
+use tresnet_heads::detection::{
+    DetectionHead, DetectorConfig, decode_detections, pyramid_channels, random_detector_state,
+};
 use tresnet_heads::losses::{AsymmetricSingleLabelLoss, single_label_loss};
 
 #[derive(Debug, Parser)]
@@ -55,6 +58,10 @@ struct Cli {
     /// Time training steps (forward, cross-entropy, backward, SGD update) instead of inference.
     #[arg(long)]
     train: bool,
+    /// Time a detector instead: the backbone without classifier, FCOS's COCO head (FPN P3–P7,
+    /// 256 channels, 4-conv towers, 80 classes, random weights) and decoding with NMS.
+    #[arg(long, conflicts_with = "train")]
+    detector: bool,
 }
 
 fn main() {
@@ -82,7 +89,23 @@ fn run(cli: Cli) -> Result<()> {
             let config = model_config(Some(&cli.backbone), Some(&resolved), None)?;
             TResNet::new(&config, &resolved.weights.state_dict, &options)?
         }
-        None => TResNet::random(&TResNetConfig::variant(&cli.backbone)?, 0, &options)?,
+        None => {
+            let mut config = TResNetConfig::variant(&cli.backbone)?;
+            if cli.detector {
+                config = config.with_num_classes(0);
+            }
+            TResNet::random(&config, 0, &options)?
+        }
+    };
+    let detection = if cli.detector {
+        let config = DetectorConfig::default();
+        let channels = pyramid_channels(&model.feature_info())?;
+        let state = random_detector_state(&config, channels, 0)?;
+        Some(DetectionHead::load(
+            &config, channels, &state, dtype, &device,
+        )?)
+    } else {
+        None
     };
     let param_count = Manifest::of(&Layout::new(model.config())?).param_count();
     let input = Tensor::rand(
@@ -115,7 +138,10 @@ fn run(cli: Cli) -> Result<()> {
     let mut run_step = || -> Result<()> {
         match trainer.as_mut() {
             Some((net, optimizer, targets)) => train_step(net, optimizer, &input, targets, &device),
-            None => step(&model, &input, &device),
+            None => match &detection {
+                Some(head) => detection_step(&model, head, &input, &device),
+                None => step(&model, &input, &device),
+            },
         }
     };
     for _ in 0..cli.warmup {
@@ -133,9 +159,10 @@ fn run(cli: Cli) -> Result<()> {
     let median = sorted[sorted.len() / 2];
     let per_sec = cli.batch_size as f64 / mean;
     eprintln!(
-        "bench: {}{} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
+        "bench: {}{}{} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
         cli.backbone,
         if cli.train { " train" } else { "" },
+        if cli.detector { " + FCOS" } else { "" },
         cli.batch_size,
         cli.input_size,
         cli.runtime.dtype,
@@ -204,6 +231,20 @@ fn train_step(
 }
 
 /// One forward pass, waiting for the device to finish.
+/// One detection pass: backbone features, FPN + FCOS, decoding with NMS.
+fn detection_step(
+    model: &TResNet,
+    head: &DetectionHead,
+    input: &Tensor,
+    device: &Device,
+) -> Result<()> {
+    let output = head.forward(&model.forward_features(input)?)?;
+    device.synchronize().context("device synchronize")?;
+    let (_, _, h, w) = input.dims4()?;
+    decode_detections(&output, head.config(), (w, h))?;
+    Ok(())
+}
+
 fn step(model: &TResNet, input: &Tensor, device: &Device) -> Result<()> {
     let logits = model.forward(input)?;
     device.synchronize().context("device synchronize")?;
