@@ -40,6 +40,11 @@ const CONV_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (5, 12, 7, 6, 5, 3),   // several images in one tile
     (4, 9, 3, 7, 3, 1),
     (1, 4, 4, 1, 1, 3), // a single pixel
+    // Few tiles and ≥ 128 output channels: the product's rows split across threads, including
+    // a last block shorter than the others.
+    (1, 24, 200, 7, 7, 3),
+    (2, 16, 130, 14, 14, 1),
+    (1, 8, 256, 9, 5, 3),
 ];
 
 #[test]

@@ -76,6 +76,9 @@ impl MatMut {
     }
 }
 
+/// Row blocks handed to threads are multiples of this (the AVX-512 microkernel's 64 rows).
+const ROW_BLOCK_ALIGN: usize = 64;
+
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`): `lhs` is `m × k`, `rhs` `k × n`,
 /// `dst` `m × n`; `threads > 1` lets the product itself run on the rayon pool.
 ///
@@ -97,6 +100,36 @@ pub unsafe fn sgemm(
         "gemm: out of bounds"
     );
     if dst.rows == 0 || dst.cols == 0 {
+        return;
+    }
+    // On the pool, split the rows (output channels) into one block per thread, each a
+    // single-threaded product: one fork-join per product instead of the gemm crate's
+    // finer-grained synchronisation, which left cores idle on the small maps of a batch of one.
+    if threads > 1 && dst.rows >= 2 * ROW_BLOCK_ALIGN {
+        let blocks = threads.min(dst.rows / ROW_BLOCK_ALIGN);
+        let per_block = dst.rows.div_ceil(blocks).next_multiple_of(ROW_BLOCK_ALIGN);
+        use rayon::prelude::*;
+        // Captured whole (a closure would otherwise capture the raw pointer field alone).
+        let whole = &dst;
+        (0..dst.rows.div_ceil(per_block))
+            .into_par_iter()
+            .for_each(|b| {
+                let dst = *whole;
+                let first = b * per_block;
+                let rows = per_block.min(dst.rows - first);
+                let block_dst = MatMut {
+                    offset: dst.offset + first * dst.row_stride,
+                    rows,
+                    ..dst
+                };
+                let block_lhs = MatRef {
+                    offset: lhs.offset + first * lhs.row_stride,
+                    rows,
+                    ..lhs
+                };
+                // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
+                unsafe { sgemm(block_dst, block_lhs, rhs, accumulate, 1) };
+            });
         return;
     }
     let parallelism = if threads > 1 {
