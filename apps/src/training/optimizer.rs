@@ -117,7 +117,11 @@ impl Optimizer {
             let Some(grad) = grads.get(&slot.name) else {
                 continue;
             };
-            let p = slot.var.as_tensor();
+            // Detached: a gradient computed by backprop still records the ops that made it, and
+            // a moment buffer built from it would keep every step's graph (all activations)
+            // alive — memory grew by a whole step's activations per step before this.
+            let grad = &grad.detach();
+            let p = &slot.var.as_tensor().detach();
             let wd = if slot.decay { self.weight_decay } else { 0.0 };
             let updated = match self.kind {
                 OptimizerKind::Sgd { momentum, nesterov } => {
@@ -212,11 +216,12 @@ impl Optimizer {
     }
 }
 
-/// Gradients of named variables, looked up in a backward pass's store.
+/// Gradients of named variables, looked up in a backward pass's store, detached (plain values:
+/// holding one must not keep the backward graph alive).
 pub fn named_gradients(params: &[(String, Var)], grads: &GradStore) -> HashMap<String, Tensor> {
     params
         .iter()
-        .filter_map(|(name, var)| grads.get(var).map(|g| (name.clone(), g.clone())))
+        .filter_map(|(name, var)| grads.get(var).map(|g| (name.clone(), g.detach())))
         .collect()
 }
 
@@ -224,6 +229,33 @@ pub fn named_gradients(params: &[(String, Var)], grads: &GradStore) -> HashMap<S
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn gradients_and_moment_buffers_hold_no_graph() {
+        // d(Σ w²)/dw = 2w is computed from the variable itself, so candle records its ops; a
+        // buffer that kept them would keep every step's graph alive.
+        let w = Var::new(&[1.0f32, -2.0, 0.5], &Device::Cpu).unwrap();
+        let params = vec![("w.weight".to_string(), w.clone())];
+        for kind in [OptimizerKind::sgd(), OptimizerKind::adamw()] {
+            let mut opt = Optimizer::new(kind, 0.01, &params);
+            for _ in 0..3 {
+                let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+                let store = loss.backward().unwrap();
+                assert!(
+                    store.get(&w).unwrap().track_op(),
+                    "the raw gradient records ops"
+                );
+                let grads = named_gradients(&params, &store);
+                assert!(grads.values().all(|g| !g.track_op()));
+                opt.step(&grads, 0.1, &[]).unwrap();
+            }
+            let state = opt.state().unwrap();
+            assert!(state.len() > 1);
+            for (name, t) in state.iter() {
+                assert!(!t.track_op(), "{name} keeps a graph");
+            }
+        }
+    }
 
     fn run(kind: OptimizerKind, wd: f64) -> Vec<f32> {
         let w = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
