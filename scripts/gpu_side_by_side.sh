@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Side by side on one GPU: this project's CUDA `bench` (built by scripts/build-cuda.sh and carried
+# to the GPU machine) against timm on PyTorch (eager AMP, channels_last off and on), ResNet50 and
+# TResNet-M/L/XL at 224 plus TResNet-L at 448, inference and training, one table with the ratios.
+# Needs on the GPU machine: the NVIDIA driver, python3 with torch + timm (no network, no Rust).
+#
+# Usage: scripts/gpu_side_by_side.sh [BENCH_BINARY]     (default target-cuda/release/bench)
+#   env: BATCH=64 TRAIN_BATCH=32 ITERS=20 WARMUP=5 PYTHON=python3 OUT=benchmarks/gpu-<date>.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=${1:-target-cuda/release/bench}
+python=${PYTHON:-python3}
+batch=${BATCH:-64}
+train_batch=${TRAIN_BATCH:-32}
+iters=${ITERS:-20}
+warmup=${WARMUP:-5}
+if [ -z "${LD_LIBRARY_PATH:-}" ]; then
+  nv=$("$python" -c "import nvidia, sys; sys.stdout.write(list(nvidia.__path__)[0])")
+  LD_LIBRARY_PATH=$(find "$nv" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)
+  export LD_LIBRARY_PATH
+fi
+if ldd "$bench" | grep -q 'not found'; then
+  echo "gpu_side_by_side: $bench cannot load its libraries:" >&2
+  ldd "$bench" | grep 'not found' >&2
+  exit 1
+fi
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+out=${OUT:-benchmarks/gpu-$(date -u +%Y-%m-%d).md}
+mkdir -p "$(dirname "$out")"
+
+ours() { # model size batch mode -> img/s
+  local args=(--backbone "$2" --input-size "$3" -b "$4" --device cuda --iters "$iters" --warmup "$warmup" --format csv --no-header)
+  if [ "$1" = train ]; then args+=(--train --dtype f32); else args+=(--dtype f16); fi
+  "$bench" "${args[@]}" 2>/dev/null | tail -1 | cut -d, -f4 || echo "n/a"
+}
+theirs() { # mode model size batch [channels-last] -> img/s
+  local args=(--model "$2" --img-size "$3" --batch-size "$4" --device cuda --amp --iters "$iters" --warmup "$warmup")
+  if [ "$1" = train ]; then args+=(--train); fi
+  if [ "${5:-}" = cl ]; then args+=(--channels-last); fi
+  "$python" scripts/timm_bench.py "${args[@]}" | tail -1 | cut -d, -f4
+}
+ratio() { "$python" -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}x' if a not in ('', 'n/a') else 'n/a')" "$1" "$2"; }
+
+{
+  echo "# GPU side by side — $(date -u +%Y-%m-%dT%H:%MZ), $card"
+  echo
+  echo "ours: \`bench\` f16 inference / f32 training; timm: eager AMP (f16 autocast), channels_last off / on."
+  echo
+  echo "| mode | model | size | batch | ours img/s | timm img/s | timm CL img/s | ours / timm | ours / timm CL |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for mode in infer train; do
+    b=$batch; [ "$mode" = train ] && b=$train_batch
+    for spec in resnet50:224 tresnet_m:224 tresnet_l:224 tresnet_xl:224 tresnet_l:448; do
+      model=${spec%%:*}; size=${spec##*:}
+      o="n/a"; [ "$model" != resnet50 ] && o=$(ours "$mode" "$model" "$size" "$b")
+      t=$(theirs "$mode" "$model" "$size" "$b")
+      tc=$(theirs "$mode" "$model" "$size" "$b" cl)
+      echo "| $mode | $model | $size | $b | $o | $t | $tc | $(ratio "$o" "$t") | $(ratio "$o" "$tc") |"
+    done
+  done
+} | tee "$out"
+echo "written to $out" >&2
