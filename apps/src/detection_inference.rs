@@ -13,7 +13,7 @@ use tresnet_heads::detection::{
 };
 
 use crate::inference::{InferenceOptions, PassTiming, timed_pass};
-use crate::training::DETECTION_PREFIXES;
+use crate::training::split_detection_state;
 
 /// A detection head and how images are put on its canvas; it runs on a backbone without a
 /// classifier held beside it (a bundle's `model`).
@@ -34,13 +34,7 @@ impl Detector {
         options: &BuildOptions,
         transform: DetectionTransform,
     ) -> Result<(TResNet, Self)> {
-        let mut backbone_state = state.clone();
-        let mut head_state = StateDict::new();
-        for prefix in DETECTION_PREFIXES {
-            for (k, v) in backbone_state.take_prefix(prefix).iter() {
-                head_state.insert(format!("{prefix}{k}"), v.clone());
-            }
-        }
+        let (backbone_state, head_state) = split_detection_state(state.clone());
         let backbone = TResNet::new(
             &backbone_config.clone().with_num_classes(0),
             &backbone_state,

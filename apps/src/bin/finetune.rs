@@ -12,8 +12,8 @@ use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weigh
 use tresnet::{FeatureInfo, Layout, TResNetConfig};
 use tresnet_apps::cli::parse_device;
 use tresnet_apps::training::{
-    Augment, DETECTION_PREFIXES, DataSpec, OptimizerKind, RunDefinition, Schedule, TaskKind,
-    TrainRun, TrainingData, load_latest_checkpoint, load_recipe, train,
+    Augment, DataSpec, OptimizerKind, RunDefinition, Schedule, TaskKind, TrainRun, TrainingData,
+    load_latest_checkpoint, load_recipe, split_detection_state, train,
 };
 use tresnet_heads::detection::{check_detector_state, pyramid_channels, random_detector_state};
 
@@ -276,26 +276,18 @@ fn run(cli: Cli) -> Result<()> {
         let channels = pyramid_channels(&info)?;
         let head = random_detector_state(detector, channels, cfg.seed)?;
         // A start that already has a head of exactly this shape (a detection bundle) keeps it.
-        let keep_head = check_detector_state(detector, channels, &{
-            let mut existing = StateDict::new();
-            for (k, v) in init.iter() {
-                if DETECTION_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                    existing.insert(k, v.clone());
-                }
-            }
-            existing
-        })
-        .is_ok();
-        if !keep_head {
-            for prefix in DETECTION_PREFIXES {
-                init.take_prefix(prefix);
+        let (backbone_start, head_start) = split_detection_state(init);
+        let keep_head = check_detector_state(detector, channels, &head_start).is_ok();
+        init = backbone_start;
+        if keep_head {
+            for (k, v) in head_start.iter() {
+                init.insert(k, v.clone());
             }
         }
         for (k, v) in head.iter() {
             fresh.insert(k, v.clone());
         }
     }
-    let mut init = init;
     for (k, v) in fresh {
         if !init.contains(&k) || k.starts_with("head.") {
             init.insert(k, v);

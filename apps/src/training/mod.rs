@@ -28,5 +28,5 @@ pub use ema::Ema;
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};
 pub use progress::{Progress, format_duration};
 pub use schedule::Schedule;
-pub use trainable_net::{DETECTION_PREFIXES, TrainableNet};
+pub use trainable_net::{DETECTION_PREFIXES, TrainableNet, split_detection_state};
 pub use trainer::{TrainOutcome, TrainRun, Validation, train, validate};

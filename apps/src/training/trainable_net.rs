@@ -28,6 +28,18 @@ pub struct TrainableNet {
 /// Prefixes of the detection head's weights in a state dict.
 pub const DETECTION_PREFIXES: [&str; 2] = ["fpn.", "fcos."];
 
+/// Splits a state dict into the backbone's tensors and the detection head's (`fpn.*`, `fcos.*`,
+/// names kept whole).
+pub fn split_detection_state(mut state: StateDict) -> (StateDict, StateDict) {
+    let mut head = StateDict::new();
+    for prefix in DETECTION_PREFIXES {
+        for (k, v) in state.take_prefix(prefix).iter() {
+            head.insert(format!("{prefix}{k}"), v.clone());
+        }
+    }
+    (state, head)
+}
+
 impl TrainableNet {
     /// Variables initialised from `init` (backbone in timm names, plus `fpn.*`/`fcos.*` for a
     /// detection run), in f32 on `device`.
@@ -36,13 +48,7 @@ impl TrainableNet {
         init: &StateDict,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let mut backbone_state = init.clone();
-        let mut head_state = StateDict::new();
-        for prefix in DETECTION_PREFIXES {
-            for (k, v) in backbone_state.take_prefix(prefix).iter() {
-                head_state.insert(format!("{prefix}{k}"), v.clone());
-            }
-        }
+        let (backbone_state, head_state) = split_detection_state(init.clone());
         let backbone =
             TrainableTResNet::new(&definition.model, &backbone_state, DType::F32, device)?;
         let mut params = backbone.parameters().to_vec();
