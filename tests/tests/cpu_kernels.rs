@@ -255,13 +255,17 @@ fn batch_norm(c: usize, dtype: DType) -> (BatchNormTrain, Var, Var) {
 
 #[test]
 fn fused_batch_norm_activation_matches_candle() {
-    for (shape, act) in [
-        ([4usize, 3, 5, 7], Activation::LeakyRelu(1e-3)),
-        ([1, 5, 6, 6], Activation::Identity),
-        ([2, 8, 3, 1], Activation::Relu),
+    for (shape, act, offset) in [
+        ([4usize, 3, 5, 7], Activation::LeakyRelu(1e-3), 0.0),
+        ([1, 5, 6, 6], Activation::Identity, 0.0),
+        ([2, 8, 3, 1], Activation::Relu, 0.0),
+        // Planes of whole vector chunks plus a remainder, and a mean far from zero (the
+        // variance is taken around the mean, not as E[x²] − E[x]²).
+        ([2, 3, 37, 41], Activation::LeakyRelu(0.01), 3.0),
+        ([3, 2, 16, 16], Activation::Relu, -2.0),
     ] {
-        let tag = format!("bn {shape:?} {act:?}");
-        let x32 = rand(&shape);
+        let tag = format!("bn {shape:?} {act:?} offset {offset}");
+        let x32 = (rand(&shape) + offset).unwrap();
         let (bn, gamma, beta) = batch_norm(shape[1], DType::F32);
         let x = Var::from_tensor(&x32).unwrap();
         let ours = bn.forward_act(x.as_tensor(), act).unwrap();

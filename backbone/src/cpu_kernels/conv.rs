@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::sgemm::{MatMut, MatRef, sgemm};
+use super::simd::{map_in_place, map1};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
@@ -113,6 +114,31 @@ impl Epilogue {
             Epilogue::LeakyRelu(s) => v.max(v * s),
         }
     }
+
+    /// `out[i] = act(inp[i]·scale + shift)` (equal lengths), the activation chosen once per
+    /// slice so that the loop vectorises.
+    pub fn affine_into(self, inp: &[f32], scale: f32, shift: f32, out: &mut [f32]) {
+        match self {
+            Epilogue::Identity => map1(inp, out, move |v| v * scale + shift),
+            Epilogue::Relu => map1(inp, out, move |v| (v * scale + shift).max(0.0)),
+            Epilogue::LeakyRelu(s) => map1(inp, out, move |v| {
+                let z = v * scale + shift;
+                z.max(z * s)
+            }),
+        }
+    }
+
+    /// `row[i] = act(row[i] + shift)` in place.
+    pub fn shift_in_place(self, row: &mut [f32], shift: f32) {
+        match self {
+            Epilogue::Identity => map_in_place(row, move |v| v + shift),
+            Epilogue::Relu => map_in_place(row, move |v| (v + shift).max(0.0)),
+            Epilogue::LeakyRelu(s) => map_in_place(row, move |v| {
+                let z = v + shift;
+                z.max(z * s)
+            }),
+        }
+    }
 }
 
 thread_local! {
@@ -217,10 +243,7 @@ pub fn conv_forward(
         let p0 = tile.first_row * g.width;
         let finish = |row: &mut [f32], oc: usize| {
             if bias.is_some() || epilogue != Epilogue::Identity {
-                let b0 = bias.map_or(0.0, |b| b[oc]);
-                for v in row.iter_mut() {
-                    *v = epilogue.apply(*v + b0);
-                }
+                epilogue.shift_in_place(row, bias.map_or(0.0, |b| b[oc]));
             }
         };
         if tile.images == 1 {

@@ -6,29 +6,22 @@
 use rayon::prelude::*;
 
 use super::conv::Epilogue;
+use super::simd::{map1, map2, map3, sum1, sum2, sums3};
 
-/// Per-channel mean and biased variance of `x (N, C, HW)`, accumulated in f64.
+/// Per-channel mean and biased variance of `x (N, C, HW)`: two passes (mean, then squared
+/// deviations), f32 lanes within a plane, f64 across planes.
 pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (n * hw) as f64;
+    let plane = |b: usize, ch: usize| &x[(b * c + ch) * hw..][..hw];
     let stats: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let count = (n * hw) as f64;
-            let mut sum = 0.0f64;
-            for b in 0..n {
-                sum += x[(b * c + ch) * hw..(b * c + ch + 1) * hw]
-                    .iter()
-                    .map(|v| f64::from(*v))
-                    .sum::<f64>();
-            }
-            let mean = sum / count;
-            let mut sq = 0.0f64;
-            for b in 0..n {
-                sq += x[(b * c + ch) * hw..(b * c + ch + 1) * hw]
-                    .iter()
-                    .map(|v| (f64::from(*v) - mean).powi(2))
-                    .sum::<f64>();
-            }
-            (mean as f32, (sq / count) as f32)
+            let sum: f64 = (0..n).map(|b| sum1(plane(b, ch), move |v| v)).sum();
+            let mean = (sum / count) as f32;
+            let sq: f64 = (0..n)
+                .map(|b| sum1(plane(b, ch), move |v| (v - mean) * (v - mean)))
+                .sum();
+            (mean, (sq / count) as f32)
         })
         .collect();
     stats.into_iter().unzip()
@@ -54,14 +47,22 @@ pub fn bn_act_forward(
             let ch = plane % c;
             let scale = gamma[ch] * invstd[ch];
             let shift = beta[ch] - mean[ch] * scale;
-            for (o, v) in out.iter_mut().zip(inp) {
-                *o = act.apply(v * scale + shift);
-            }
+            act.affine_into(inp, scale, shift, out);
         });
 }
 
-/// Gradients of [`bn_act_forward`] with batch statistics: `(dx, dγ, dβ)` from `dy` and the
-/// forward output `y` (the activation's slope is read off the sign of `y`).
+/// The slope of an activation where its output is not positive.
+fn negative_slope(act: Epilogue) -> f32 {
+    match act {
+        Epilogue::Identity => 1.0,
+        Epilogue::Relu => 0.0,
+        Epilogue::LeakyRelu(s) => s,
+    }
+}
+
+/// Gradients of [`bn_act_forward`] with batch statistics, from `dy` and the forward output `y`
+/// (the activation's slope is read off the sign of `y`), packed as `dx ‖ dγ ‖ dβ`:
+/// `N·C·HW + 2·C` values.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_act_backward(
     x: &[f32],
@@ -72,46 +73,53 @@ pub fn bn_act_backward(
     gamma: &[f32],
     act: Epilogue,
     dims: (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> Vec<f32> {
     let (n, c, hw) = dims;
-    let slope = match act {
-        Epilogue::Identity => 1.0,
-        Epilogue::Relu => 0.0,
-        Epilogue::LeakyRelu(s) => s,
-    };
-    let pre_grad = |yv: f32, g: f32| if yv > 0.0 { g } else { g * slope };
-    // Per channel: dβ = Σ g, dγ = Σ g·x̂ (g = gradient before the activation).
+    let slope = negative_slope(act);
+    let pre_grad = move |yv: f32, g: f32| if yv > 0.0 { g } else { g * slope };
+    // Per channel, with g the gradient before the activation: dβ = Σ g, dγ = invstd·Σ g·(x − mean).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
             for b in 0..n {
                 let at = (b * c + ch) * hw;
-                for i in at..at + hw {
-                    let g = f64::from(pre_grad(y[i], dy[i]));
-                    sg += g;
-                    sgx += g * f64::from((x[i] - mean[ch]) * invstd[ch]);
-                }
+                let (x, y, dy) = (&x[at..][..hw], &y[at..][..hw], &dy[at..][..hw]);
+                let m = mean[ch];
+                let (g, gx) = sums3(y, dy, x, move |y, d, x| {
+                    let g = pre_grad(y, d);
+                    (g, g * (x - m))
+                });
+                sg += g;
+                sgx += gx;
             }
-            (sg, sgx)
+            (sg, sgx * f64::from(invstd[ch]))
         })
         .collect();
     let count = (n * hw) as f32;
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
-        let ch = plane % c;
-        let at = plane * hw;
-        let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
-        let k = gamma[ch] * invstd[ch] / count;
-        for (j, o) in out.iter_mut().enumerate() {
-            let i = at + j;
-            let xhat = (x[i] - mean[ch]) * invstd[ch];
-            *o = k * (count * pre_grad(y[i], dy[i]) - sg - xhat * sgx);
-        }
-    });
-    let dgamma = sums.iter().map(|s| s.1 as f32).collect();
-    let dbeta = sums.iter().map(|s| s.0 as f32).collect();
-    (dx, dgamma, dbeta)
+    let len = x.len();
+    let mut packed = Vec::with_capacity(len + 2 * c);
+    packed.resize(len, 0.0f32);
+    // dx = k·(count·g − Σg − x̂·Σg·x̂) with k = γ·invstd/count, as a·g + b·x + d per channel.
+    packed
+        .par_chunks_mut(hw)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let ch = plane % c;
+            let at = plane * hw;
+            let (x, y, dy) = (&x[at..][..hw], &y[at..][..hw], &dy[at..][..hw]);
+            let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
+            let k = gamma[ch] * invstd[ch] / count;
+            let a = k * count;
+            let b = -k * sgx * invstd[ch];
+            let d = -k * (sg - mean[ch] * invstd[ch] * sgx);
+            map3(x, y, dy, out, move |x, y, dy| {
+                a * pre_grad(y, dy) + b * x + d
+            });
+        });
+    packed.extend(sums.iter().map(|s| s.1 as f32));
+    packed.extend(sums.iter().map(|s| s.0 as f32));
+    packed
 }
 
 /// `y = relu(a + b)`.
@@ -119,9 +127,7 @@ pub fn add_relu_forward(a: &[f32], b: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(1 << 14)
         .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
         .for_each(|(o, (a, b))| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = (a + b).max(0.0);
-            }
+            map2(a, b, o, move |a, b| (a + b).max(0.0));
         });
 }
 
@@ -131,9 +137,7 @@ pub fn relu_mask_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
     g.par_chunks_mut(1 << 14)
         .zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
         .for_each(|(o, (y, d))| {
-            for ((o, y), d) in o.iter_mut().zip(y).zip(d) {
-                *o = if *y > 0.0 { *d } else { 0.0 };
-            }
+            map2(y, d, o, move |y, d| if y > 0.0 { d } else { 0.0 });
         });
     g
 }
@@ -145,33 +149,25 @@ pub fn channel_scale_forward(x: &[f32], gate: &[f32], hw: usize, y: &mut [f32]) 
         .enumerate()
         .for_each(|(plane, (o, x))| {
             let s = gate[plane];
-            for (o, v) in o.iter_mut().zip(x) {
-                *o = v * s;
-            }
+            map1(x, o, move |v| v * s);
         });
 }
 
-/// Gradients of [`channel_scale_forward`]: `(dx, dgate)`.
-pub fn channel_scale_backward(
-    x: &[f32],
-    gate: &[f32],
-    dy: &[f32],
-    hw: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0.0f32; x.len()];
-    let dgate: Vec<f32> = dx
+/// Gradients of [`channel_scale_forward`], packed as `dx ‖ dgate`: `N·C·HW + N·C` values.
+pub fn channel_scale_backward(x: &[f32], gate: &[f32], dy: &[f32], hw: usize) -> Vec<f32> {
+    let len = x.len();
+    let mut packed = Vec::with_capacity(len + gate.len());
+    packed.resize(len, 0.0f32);
+    let dgate: Vec<f32> = packed
         .par_chunks_mut(hw)
         .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
         .enumerate()
         .map(|(plane, (o, (x, d)))| {
             let s = gate[plane];
-            let mut acc = 0.0f64;
-            for ((o, x), d) in o.iter_mut().zip(x).zip(d) {
-                *o = d * s;
-                acc += f64::from(d * x);
-            }
-            acc as f32
+            map1(d, o, move |d| d * s);
+            sum2(d, x, move |d, x| d * x) as f32
         })
         .collect();
-    (dx, dgate)
+    packed.extend(dgate);
+    packed
 }

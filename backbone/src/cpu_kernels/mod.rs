@@ -9,6 +9,7 @@ mod conv;
 mod fused;
 mod ops;
 mod sgemm;
+mod simd;
 
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward};

@@ -389,7 +389,7 @@ impl CustomOp3 for BnActGradOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = nchw(l1)?;
-        let (mut dx, dgamma, dbeta) = bn_act_backward(
+        let packed = bn_act_backward(
             f32_slice(s1, l1, "batch-norm input")?,
             f32_slice(s2, l2, "batch-norm output")?,
             f32_slice(s3, l3, "batch-norm gradient")?,
@@ -399,10 +399,8 @@ impl CustomOp3 for BnActGradOp {
             self.act,
             dims,
         );
-        dx.extend(dgamma);
-        dx.extend(dbeta);
-        let n = dx.len();
-        Ok((CpuStorage::F32(dx), Shape::from(n)))
+        let n = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(n)))
     }
 }
 
@@ -539,14 +537,13 @@ impl CustomOp3 for ChannelScaleGradOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, _, hw) = nchw(l1)?;
-        let (mut dx, dgate) = channel_scale_backward(
+        let packed = channel_scale_backward(
             f32_slice(s1, l1, "scaled input")?,
             f32_slice(s2, l2, "gate")?,
             f32_slice(s3, l3, "scale gradient")?,
             hw,
         );
-        dx.extend(dgate);
-        let n = dx.len();
-        Ok((CpuStorage::F32(dx), Shape::from(n)))
+        let n = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(n)))
     }
 }

@@ -1,0 +1,426 @@
+//! `op-bench`: per-operation CPU timings on ResNet-like shapes — this project's kernels against
+//! candle's own operations for the same computation — as JSON lines, one per case.
+//!
+//! `scripts/bench_ops_vs_torch.sh` runs it next to `scripts/torch_op_bench.py` (the same cases,
+//! read from `op-bench --list`) and prints one table with the ratios.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use clap::Parser;
+use serde_json::json;
+use tresnet::layers::{
+    BatchNormTrain, BlurPool, RunningStats, add_relu, apply_activation, avg_pool_2x2_ceil,
+    channel_scale, conv2d, conv2d_bias_act, space_to_depth,
+};
+use tresnet::layout::Activation;
+use tresnet_apps::cli::RuntimeFlags;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "op-bench",
+    about = "Time TResNet's operations on the CPU: our kernels vs candle's operations",
+    long_about = "Runs each case (an operation on a ResNet-like shape) with this project's CPU \
+                  kernel and with candle's reference operations, after warm-up, and prints one \
+                  JSON line per case with the median times in milliseconds. `--list` prints the \
+                  cases only (what scripts/torch_op_bench.py reads)."
+)]
+struct Cli {
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+    /// Batch size of every case.
+    #[arg(short = 'b', long, default_value_t = 8)]
+    batch_size: usize,
+    /// Untimed runs per case and implementation.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs per case and implementation (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    iters: usize,
+    /// Print the cases as JSON lines without timing anything.
+    #[arg(long)]
+    list: bool,
+    /// Run only the cases whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Time our kernels only (for profiling them with perf).
+    #[arg(long)]
+    ours_only: bool,
+}
+
+/// What a case computes; every variant is one step of TResNet's forward or backward pass.
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    /// `leaky_relu(conv(x, w) + b)`, stride 1, "same" padding (inference, BN folded).
+    ConvBiasAct { kernel: usize, out_channels: usize },
+    /// Convolution forward + backward to input and weight (training), gradient of `sum(y)`.
+    ConvTrain { kernel: usize, out_channels: usize },
+    /// Batch norm with batch statistics + leaky ReLU, forward + backward (training).
+    BnActTrain,
+    /// The anti-aliasing blur, 3×3 binomial, reflect padding, stride 2.
+    Blur,
+    /// The stem's 4×4 space-to-depth.
+    SpaceToDepth,
+    /// Squeeze-and-excitation gating: `x · gate[n, c]`.
+    ChannelScale,
+    /// The residual join: `relu(a + b)`.
+    AddRelu,
+    /// The shortcut's 2×2 average pool (ceil mode).
+    AvgPool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    name: &'static str,
+    kind: OpKind,
+    /// Input `(C, H, W)`; the batch comes from the command line.
+    chw: (usize, usize, usize),
+}
+
+const LEAKY: Activation = Activation::LeakyRelu(0.01);
+
+/// The cases: the shapes of TResNet-M's stages at 224 (stem 56², layer1 56², layer2 28², layer3
+/// 14², layer4 7²).
+fn cases() -> Vec<Case> {
+    use OpKind::*;
+    let conv = |kernel, out_channels| ConvBiasAct {
+        kernel,
+        out_channels,
+    };
+    vec![
+        Case {
+            name: "conv3x3 64->64 @56",
+            kind: conv(3, 64),
+            chw: (64, 56, 56),
+        },
+        Case {
+            name: "conv3x3 128->128 @28",
+            kind: conv(3, 128),
+            chw: (128, 28, 28),
+        },
+        Case {
+            name: "conv3x3 256->256 @14",
+            kind: conv(3, 256),
+            chw: (256, 14, 14),
+        },
+        Case {
+            name: "conv3x3 48->64 @56 (stem)",
+            kind: conv(3, 64),
+            chw: (48, 56, 56),
+        },
+        Case {
+            name: "conv1x1 256->128 @28",
+            kind: conv(1, 128),
+            chw: (256, 28, 28),
+        },
+        Case {
+            name: "conv1x1 1024->256 @14",
+            kind: conv(1, 256),
+            chw: (1024, 14, 14),
+        },
+        Case {
+            name: "conv1x1 512->2048 @7",
+            kind: conv(1, 2048),
+            chw: (512, 7, 7),
+        },
+        Case {
+            name: "blur s2 64 @56",
+            kind: Blur,
+            chw: (64, 56, 56),
+        },
+        Case {
+            name: "blur s2 256 @28",
+            kind: Blur,
+            chw: (256, 28, 28),
+        },
+        Case {
+            name: "space_to_depth 3 @224",
+            kind: SpaceToDepth,
+            chw: (3, 224, 224),
+        },
+        Case {
+            name: "se gate 512 @28",
+            kind: ChannelScale,
+            chw: (512, 28, 28),
+        },
+        Case {
+            name: "add+relu 512 @28",
+            kind: AddRelu,
+            chw: (512, 28, 28),
+        },
+        Case {
+            name: "avgpool2 ceil 512 @28",
+            kind: AvgPool,
+            chw: (512, 28, 28),
+        },
+        Case {
+            name: "train conv3x3 64->64 @56",
+            kind: ConvTrain {
+                kernel: 3,
+                out_channels: 64,
+            },
+            chw: (64, 56, 56),
+        },
+        Case {
+            name: "train conv1x1 1024->256 @14",
+            kind: ConvTrain {
+                kernel: 1,
+                out_channels: 256,
+            },
+            chw: (1024, 14, 14),
+        },
+        Case {
+            name: "train bn+leaky 128 @28",
+            kind: BnActTrain,
+            chw: (128, 28, 28),
+        },
+    ]
+}
+
+/// The case as JSON: what `scripts/torch_op_bench.py` rebuilds on its side.
+fn describe(case: &Case, batch: usize) -> serde_json::Value {
+    let (c, h, w) = case.chw;
+    let (op, kernel, out_channels) = match case.kind {
+        OpKind::ConvBiasAct {
+            kernel,
+            out_channels,
+        } => ("conv_bias_leaky", kernel, out_channels),
+        OpKind::ConvTrain {
+            kernel,
+            out_channels,
+        } => ("conv_train", kernel, out_channels),
+        OpKind::BnActTrain => ("bn_leaky_train", 0, c),
+        OpKind::Blur => ("blur", 3, c),
+        OpKind::SpaceToDepth => ("space_to_depth", 4, 16 * c),
+        OpKind::ChannelScale => ("channel_scale", 0, c),
+        OpKind::AddRelu => ("add_relu", 0, c),
+        OpKind::AvgPool => ("avg_pool_ceil", 2, c),
+    };
+    json!({
+        "name": case.name, "op": op, "n": batch, "c": c, "h": h, "w": w,
+        "kernel": kernel, "out_channels": out_channels,
+    })
+}
+
+/// Inputs of one case, made once.
+struct Inputs {
+    x: Tensor,
+    /// Second operand: conv weight `(O, C, k, k)`, gate `(N, C)`, or addend `(N, C, H, W)`.
+    other: Option<Tensor>,
+    /// Conv bias `(O)`.
+    bias: Option<Tensor>,
+}
+
+fn inputs(case: &Case, batch: usize, device: &Device) -> Result<Inputs> {
+    let (c, h, w) = case.chw;
+    let x = Tensor::randn(0f32, 1f32, (batch, c, h, w), device)?;
+    let (other, bias) = match case.kind {
+        OpKind::ConvBiasAct {
+            kernel,
+            out_channels,
+        }
+        | OpKind::ConvTrain {
+            kernel,
+            out_channels,
+        } => {
+            let scale = 1.0 / ((c * kernel * kernel) as f32).sqrt();
+            (
+                Some(Tensor::randn(
+                    0f32,
+                    scale,
+                    (out_channels, c, kernel, kernel),
+                    device,
+                )?),
+                Some(Tensor::randn(0f32, 0.1, out_channels, device)?),
+            )
+        }
+        OpKind::ChannelScale => (Some(Tensor::rand(0f32, 1f32, (batch, c), device)?), None),
+        OpKind::AddRelu => (
+            Some(Tensor::randn(0f32, 1f32, (batch, c, h, w), device)?),
+            None,
+        ),
+        _ => (None, None),
+    };
+    Ok(Inputs { x, other, bias })
+}
+
+fn operand(t: &Option<Tensor>) -> Result<&Tensor> {
+    t.as_ref()
+        .ok_or_else(|| anyhow::anyhow!("case built without its operand"))
+}
+
+/// The case through this project's entry points (the CPU kernels).
+fn run_ours(case: &Case, i: &Inputs) -> Result<()> {
+    match case.kind {
+        OpKind::ConvBiasAct { kernel, .. } => {
+            conv2d_bias_act(
+                &i.x,
+                operand(&i.other)?,
+                operand(&i.bias)?,
+                kernel / 2,
+                LEAKY,
+            )?;
+        }
+        OpKind::ConvTrain { kernel, .. } => {
+            let x = Var::from_tensor(&i.x)?;
+            let w = Var::from_tensor(operand(&i.other)?)?;
+            let y = conv2d(x.as_tensor(), w.as_tensor(), kernel / 2, 1)?;
+            y.sum_all()?.backward()?;
+        }
+        OpKind::BnActTrain => {
+            let x = Var::from_tensor(&i.x)?;
+            let bn = batch_norm(i.x.dims()[1], i.x.device())?;
+            bn.forward_act(x.as_tensor(), LEAKY)?
+                .sum_all()?
+                .backward()?;
+        }
+        OpKind::Blur => {
+            BlurPool.forward(&i.x)?;
+        }
+        OpKind::SpaceToDepth => {
+            // The model makes the rearranged map contiguous before the stem convolution.
+            space_to_depth(&i.x)?.contiguous()?;
+        }
+        OpKind::ChannelScale => {
+            channel_scale(&i.x, operand(&i.other)?)?;
+        }
+        OpKind::AddRelu => {
+            add_relu(&i.x, operand(&i.other)?)?;
+        }
+        OpKind::AvgPool => {
+            avg_pool_2x2_ceil(&i.x)?;
+        }
+    }
+    Ok(())
+}
+
+/// The same computation with candle's own operations (what runs without our kernels).
+fn run_candle(case: &Case, i: &Inputs) -> Result<()> {
+    let (n, c, _, _) = i.x.dims4()?;
+    match case.kind {
+        OpKind::ConvBiasAct { kernel, .. } => {
+            let y = i.x.conv2d(operand(&i.other)?, kernel / 2, 1, 1, 1)?;
+            let y = y.broadcast_add(&operand(&i.bias)?.reshape((1, (), 1, 1))?)?;
+            apply_activation(&y, LEAKY)?;
+        }
+        OpKind::ConvTrain { kernel, .. } => {
+            let x = Var::from_tensor(&i.x)?;
+            let w = Var::from_tensor(operand(&i.other)?)?;
+            let y = x.as_tensor().conv2d(w.as_tensor(), kernel / 2, 1, 1, 1)?;
+            y.sum_all()?.backward()?;
+        }
+        OpKind::BnActTrain => {
+            let x = Var::from_tensor(&i.x)?;
+            let bn = batch_norm(c, i.x.device())?;
+            apply_activation(&bn.forward(x.as_tensor())?, LEAKY)?
+                .sum_all()?
+                .backward()?;
+        }
+        OpKind::Blur => {
+            // A depthwise stride-2 convolution with the binomial filter (candle has no reflect
+            // padding; zero padding costs the same).
+            let f = Tensor::new(&[1f32, 2., 1., 2., 4., 2., 1., 2., 1.], i.x.device())?;
+            let f = (f / 16.0)?.reshape((1, 1, 3, 3))?.repeat((c, 1, 1, 1))?;
+            i.x.conv2d(&f, 1, 2, 1, c)?;
+        }
+        OpKind::SpaceToDepth => {
+            let (_, _, h, w) = i.x.dims4()?;
+            i.x.reshape((n, c, h / 4, 4, w / 4, 4))?
+                .permute((0, 3, 5, 1, 2, 4))?
+                .reshape((n, 16 * c, h / 4, w / 4))?;
+        }
+        OpKind::ChannelScale => {
+            i.x.broadcast_mul(&operand(&i.other)?.reshape((n, c, 1, 1))?)?;
+        }
+        OpKind::AddRelu => {
+            (&i.x + operand(&i.other)?)?.relu()?;
+        }
+        OpKind::AvgPool => {
+            i.x.avg_pool2d(2)?;
+        }
+    }
+    Ok(())
+}
+
+fn batch_norm(channels: usize, device: &Device) -> Result<BatchNormTrain> {
+    let weight = Var::from_tensor(&Tensor::ones(channels, DType::F32, device)?)?;
+    let bias = Var::from_tensor(&Tensor::zeros(channels, DType::F32, device)?)?;
+    let running = RunningStats {
+        mean: Tensor::zeros(channels, DType::F32, device)?,
+        var: Tensor::ones(channels, DType::F32, device)?,
+        batches: 0,
+    };
+    Ok(BatchNormTrain::new(
+        weight.as_tensor().clone(),
+        bias.as_tensor().clone(),
+        running,
+        0.1,
+    ))
+}
+
+/// Median milliseconds of `iters` runs after `warmup` untimed ones.
+fn time_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn main() {
+    tresnet_apps::allocator::keep_freed_memory();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("op-bench: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    cli.runtime.init_threads()?;
+    if cli.batch_size == 0 || cli.iters == 0 {
+        bail!("--batch-size and --iters must be at least 1");
+    }
+    let device = cli.runtime.device()?;
+    if !device.is_cpu() {
+        bail!("op-bench times the CPU kernels; use --device cpu");
+    }
+    let selected: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| {
+            cli.only
+                .as_ref()
+                .is_none_or(|s| c.name.contains(s.as_str()))
+        })
+        .collect();
+    if selected.is_empty() {
+        bail!("--only {:?} matches no case", cli.only.unwrap_or_default());
+    }
+    for case in &selected {
+        let mut line = describe(case, cli.batch_size);
+        if !cli.list {
+            let i = inputs(case, cli.batch_size, &device)?;
+            let ours = time_ms(cli.warmup, cli.iters, || run_ours(case, &i))?;
+            let candle = if cli.ours_only {
+                f64::NAN
+            } else {
+                time_ms(cli.warmup, cli.iters, || run_candle(case, &i))?
+            };
+            line["ours_ms"] = json!(ours);
+            line["candle_ms"] = json!(candle);
+            eprintln!(
+                "op-bench: {:<28} ours {ours:8.3} ms  candle {candle:8.3} ms",
+                case.name
+            );
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
