@@ -318,6 +318,72 @@ fn fused_batch_norm_activation_matches_candle() {
 }
 
 #[test]
+fn fused_convolution_batch_norm_activation_matches_candle() {
+    for (b, i, o, h, w, k, act) in [
+        (
+            2usize,
+            5usize,
+            7usize,
+            9usize,
+            11usize,
+            3usize,
+            Activation::LeakyRelu(1e-3),
+        ),
+        (1, 6, 4, 16, 16, 1, Activation::Relu),
+        (3, 4, 6, 20, 19, 3, Activation::Identity),
+    ] {
+        let tag = format!("conv-bn-act b{b} i{i} o{o} {h}x{w} k{k} {act:?}");
+        let x = Var::from_tensor(&rand(&[b, i, h, w])).unwrap();
+        let wt = Var::from_tensor(&rand(&[o, i, k, k])).unwrap();
+        let (bn, gamma, beta) = batch_norm(o, DType::F32);
+        let ours = bn
+            .conv_forward_act(x.as_tensor(), wt.as_tensor(), k / 2, act)
+            .unwrap();
+        let (bn64, gamma64, beta64) = batch_norm(o, DType::F64);
+        gamma64.set(&f64(gamma.as_tensor())).unwrap();
+        beta64.set(&f64(beta.as_tensor())).unwrap();
+        let x64 = Var::from_tensor(&f64(x.as_tensor())).unwrap();
+        let w64 = Var::from_tensor(&f64(wt.as_tensor())).unwrap();
+        // f64 takes candle's convolution and candle's composite batch norm.
+        let reference = bn64
+            .conv_forward_act(x64.as_tensor(), w64.as_tensor(), k / 2, act)
+            .unwrap();
+        check(&ours, &reference, &format!("{tag} forward"));
+        let probe = rand(&[b, o, h, w]);
+        let g = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g64 = (reference * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (what, a, r) in [
+            ("d/dx", g.get(&x), g64.get(&x64)),
+            ("d/dw", g.get(&wt), g64.get(&w64)),
+            ("d/dgamma", g.get(&gamma), g64.get(&gamma64)),
+            ("d/dbeta", g.get(&beta), g64.get(&beta64)),
+        ] {
+            check(a.unwrap(), r.unwrap(), &format!("{tag} {what}"));
+        }
+        check(
+            &bn.running().mean,
+            &bn64.running().mean,
+            &format!("{tag} running mean"),
+        );
+        check(
+            &bn.running().var,
+            &bn64.running().var,
+            &format!("{tag} running variance"),
+        );
+    }
+}
+
+#[test]
 fn add_relu_and_channel_scale_match_candle() {
     let shape = [3usize, 4, 5, 6];
     let (a, b) = (

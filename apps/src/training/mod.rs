@@ -9,6 +9,7 @@ mod ema;
 mod optimizer;
 mod progress;
 mod schedule;
+mod sgd_in_place;
 mod trainable_net;
 mod trainer;
 

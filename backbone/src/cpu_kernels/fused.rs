@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::conv::Epilogue;
-use super::simd::{map1, map2, map3, sum1, sum2, sums3};
+use super::simd::{map1, map2, sum1, sum2, sums3, zeroed, zeroed_with_spare};
 
 /// Per-channel mean and biased variance of `x (N, C, HW)`: two passes (mean, then squared
 /// deviations), f32 lanes within a plane, f64 across planes.
@@ -60,34 +60,45 @@ fn negative_slope(act: Epilogue) -> f32 {
     }
 }
 
-/// Gradients of [`bn_act_forward`] with batch statistics, from `dy` and the forward output `y`
-/// (the activation's slope is read off the sign of `y`), packed as `dx ‖ dγ ‖ dβ`:
-/// `N·C·HW + 2·C` values.
+/// Gradients of [`bn_act_forward`] with batch statistics, from `x` and `dy`, packed as
+/// `dx ‖ dγ ‖ dβ`: `N·C·HW + 2·C` values. The activation's slope at each element comes from the
+/// sign of the pre-activation `γ·x̂ + β`, recomputed exactly as the forward pass computes it.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_act_backward(
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
     mean: &[f32],
     invstd: &[f32],
     gamma: &[f32],
+    beta: &[f32],
     act: Epilogue,
     dims: (usize, usize, usize),
 ) -> Vec<f32> {
     let (n, c, hw) = dims;
     let slope = negative_slope(act);
-    let pre_grad = move |yv: f32, g: f32| if yv > 0.0 { g } else { g * slope };
-    // Per channel, with g the gradient before the activation: dβ = Σ g, dγ = invstd·Σ g·(x − mean).
+    let affine = |ch: usize| {
+        let scale = gamma[ch] * invstd[ch];
+        (scale, beta[ch] - mean[ch] * scale)
+    };
+    // The gradient before the activation.
+    let pre_grad = move |x: f32, g: f32, scale: f32, shift: f32| {
+        if x * scale + shift > 0.0 {
+            g
+        } else {
+            g * slope
+        }
+    };
+    // Per channel: dβ = Σ g, dγ = invstd·Σ g·(x − mean).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            let (m, (scale, shift)) = (mean[ch], affine(ch));
             for b in 0..n {
                 let at = (b * c + ch) * hw;
-                let (x, y, dy) = (&x[at..][..hw], &y[at..][..hw], &dy[at..][..hw]);
-                let m = mean[ch];
-                let (g, gx) = sums3(y, dy, x, move |y, d, x| {
-                    let g = pre_grad(y, d);
+                let (x, dy) = (&x[at..][..hw], &dy[at..][..hw]);
+                let (g, gx) = sums3(x, dy, x, move |x, d, _| {
+                    let g = pre_grad(x, d, scale, shift);
                     (g, g * (x - m))
                 });
                 sg += g;
@@ -98,8 +109,7 @@ pub fn bn_act_backward(
         .collect();
     let count = (n * hw) as f32;
     let len = x.len();
-    let mut packed = Vec::with_capacity(len + 2 * c);
-    packed.resize(len, 0.0f32);
+    let mut packed = zeroed_with_spare(len, 2 * c);
     // dx = k·(count·g − Σg − x̂·Σg·x̂) with k = γ·invstd/count, as a·g + b·x + d per channel.
     packed
         .par_chunks_mut(hw)
@@ -107,14 +117,15 @@ pub fn bn_act_backward(
         .for_each(|(plane, out)| {
             let ch = plane % c;
             let at = plane * hw;
-            let (x, y, dy) = (&x[at..][..hw], &y[at..][..hw], &dy[at..][..hw]);
+            let (x, dy) = (&x[at..][..hw], &dy[at..][..hw]);
             let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
+            let (scale, shift) = affine(ch);
             let k = gamma[ch] * invstd[ch] / count;
             let a = k * count;
             let b = -k * sgx * invstd[ch];
             let d = -k * (sg - mean[ch] * invstd[ch] * sgx);
-            map3(x, y, dy, out, move |x, y, dy| {
-                a * pre_grad(y, dy) + b * x + d
+            map2(x, dy, out, move |x, dy| {
+                a * pre_grad(x, dy, scale, shift) + b * x + d
             });
         });
     packed.extend(sums.iter().map(|s| s.1 as f32));
@@ -133,7 +144,7 @@ pub fn add_relu_forward(a: &[f32], b: &[f32], y: &mut [f32]) {
 
 /// The gradient of [`add_relu_forward`] (the same for both inputs): `dy · [y > 0]`.
 pub fn relu_mask_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut g = vec![0.0f32; y.len()];
+    let mut g = zeroed(y.len());
     g.par_chunks_mut(1 << 14)
         .zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
         .for_each(|(o, (y, d))| {
@@ -156,8 +167,7 @@ pub fn channel_scale_forward(x: &[f32], gate: &[f32], hw: usize, y: &mut [f32]) 
 /// Gradients of [`channel_scale_forward`], packed as `dx ‖ dgate`: `N·C·HW + N·C` values.
 pub fn channel_scale_backward(x: &[f32], gate: &[f32], dy: &[f32], hw: usize) -> Vec<f32> {
     let len = x.len();
-    let mut packed = Vec::with_capacity(len + gate.len());
-    packed.resize(len, 0.0f32);
+    let mut packed = zeroed_with_spare(len, gate.len());
     let dgate: Vec<f32> = packed
         .par_chunks_mut(hw)
         .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))

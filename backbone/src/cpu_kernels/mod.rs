@@ -6,6 +6,7 @@
 
 mod blur;
 mod conv;
+mod conv_bn_act_op;
 mod fused;
 mod ops;
 mod sgemm;
@@ -13,6 +14,7 @@ mod simd;
 
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward};
+pub use conv_bn_act_op::{ConvBnActOp, ConvBnActSaved, SharedConvBnAct};
 pub use fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,

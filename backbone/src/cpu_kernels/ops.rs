@@ -12,8 +12,13 @@ use super::fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
 };
+use super::simd::zeroed;
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+pub(super) fn f32_slice<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -21,7 +26,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
     }
 }
 
-fn geometry(x: &Layout, w: &Layout) -> candle_core::Result<ConvGeometry> {
+pub(super) fn geometry(x: &Layout, w: &Layout) -> candle_core::Result<ConvGeometry> {
     let (batch, in_channels, height, width) = x.shape().dims4()?;
     let (out_channels, wi, k, k2) = w.shape().dims4()?;
     if wi != in_channels || k != k2 || !(k == 1 || k == 3) {
@@ -57,7 +62,7 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geometry(l1, l2)?;
-        let mut out = vec![0.0f32; g.batch * g.out_channels * g.height * g.width];
+        let mut out = zeroed(g.batch * g.out_channels * g.height * g.width);
         conv_forward(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
@@ -123,7 +128,7 @@ impl CustomOp2 for ConvGradInputOp {
             width,
             kernel: k,
         };
-        let mut out = vec![0.0f32; batch * in_channels * height * width];
+        let mut out = zeroed(batch * in_channels * height * width);
         conv_backward_input(
             f32_slice(s1, l1, "conv gradient")?,
             f32_slice(s2, l2, "conv weight")?,
@@ -164,7 +169,7 @@ impl CustomOp2 for ConvGradWeightOp {
             width,
             kernel: k,
         };
-        let mut out = vec![0.0f32; self.weight_shape.elem_count()];
+        let mut out = zeroed(self.weight_shape.elem_count());
         conv_backward_weight(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv gradient")?,
@@ -204,7 +209,7 @@ impl CustomOp3 for ConvBiasActOp {
                 g.out_channels
             );
         }
-        let mut out = vec![0.0f32; g.batch * g.out_channels * g.height * g.width];
+        let mut out = zeroed(g.batch * g.out_channels * g.height * g.width);
         conv_forward(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
@@ -231,7 +236,7 @@ impl CustomOp1 for BlurOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let (ho, wo) = (blurred_side(h), blurred_side(w));
-        let mut out = vec![0.0f32; n * c * ho * wo];
+        let mut out = zeroed(n * c * ho * wo);
         blur_forward(f32_slice(s, l, "blur input")?, n * c, h, w, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
@@ -258,7 +263,7 @@ impl CustomOp1 for BlurGradOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, _, _) = l.shape().dims4()?;
-        let mut out = vec![0.0f32; n * c * self.height * self.width];
+        let mut out = zeroed(n * c * self.height * self.width);
         blur_backward(
             f32_slice(s, l, "blur gradient")?,
             n * c,
@@ -276,7 +281,7 @@ impl CustomOp1 for BlurGradOp {
 /// Batch statistics of the last forward of a [`BnActOp`]: per-channel mean and biased variance.
 pub type SharedStats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
 
-fn nchw(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+pub(super) fn nchw(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     let (n, c, h, w) = l.shape().dims4()?;
     Ok((n, c, h * w))
 }
@@ -316,7 +321,7 @@ impl CustomOp3 for BnActOp {
         let x = f32_slice(s1, l1, "batch-norm input")?;
         let (mean, var) = channel_stats(x, dims.0, dims.1, dims.2);
         let invstd = self.invstd(&var);
-        let mut y = vec![0.0f32; x.len()];
+        let mut y = zeroed(x.len());
         bn_act_forward(
             x,
             &mean,
@@ -339,8 +344,8 @@ impl CustomOp3 for BnActOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
-        y: &Tensor,
+        beta: &Tensor,
+        _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (mean, var) = self
@@ -354,9 +359,9 @@ impl CustomOp3 for BnActOp {
             act: self.act,
             mean,
             invstd: self.invstd(&var),
-            gamma: gamma.flatten_all()?.to_vec1()?,
         };
-        let packed = x.apply_op3_no_bwd(y, &grad.contiguous()?, &op)?;
+        let packed =
+            x.apply_op3_no_bwd(&grad.contiguous()?, &Tensor::cat(&[gamma, beta], 0)?, &op)?;
         let len = x.elem_count();
         Ok((
             Some(packed.narrow(0, 0, len)?.reshape(x.shape())?),
@@ -366,12 +371,11 @@ impl CustomOp3 for BnActOp {
     }
 }
 
-/// `(x, y, dy)` → `dx ‖ dγ ‖ dβ` packed in one vector.
+/// `(x, dy, γ ‖ β)` → `dx ‖ dγ ‖ dβ` packed in one vector.
 struct BnActGradOp {
     act: Epilogue,
     mean: Vec<f32>,
     invstd: Vec<f32>,
-    gamma: Vec<f32>,
 }
 
 impl CustomOp3 for BnActGradOp {
@@ -389,13 +393,15 @@ impl CustomOp3 for BnActGradOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = nchw(l1)?;
+        let affine = f32_slice(s3, l3, "batch-norm gamma and beta")?;
+        let (gamma, beta) = affine.split_at(dims.1);
         let packed = bn_act_backward(
             f32_slice(s1, l1, "batch-norm input")?,
-            f32_slice(s2, l2, "batch-norm output")?,
-            f32_slice(s3, l3, "batch-norm gradient")?,
+            f32_slice(s2, l2, "batch-norm gradient")?,
             &self.mean,
             &self.invstd,
-            &self.gamma,
+            gamma,
+            beta,
             self.act,
             dims,
         );
@@ -430,7 +436,7 @@ impl CustomOp2 for AddReluOp {
             f32_slice(s1, l1, "add-relu input")?,
             f32_slice(s2, l2, "add-relu input")?,
         );
-        let mut y = vec![0.0f32; a.len()];
+        let mut y = zeroed(a.len());
         add_relu_forward(a, b, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -494,7 +500,7 @@ impl CustomOp2 for ChannelScaleOp {
             );
         }
         let x = f32_slice(s1, l1, "scaled input")?;
-        let mut y = vec![0.0f32; x.len()];
+        let mut y = zeroed(x.len());
         channel_scale_forward(x, f32_slice(s2, l2, "gate")?, hw, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }

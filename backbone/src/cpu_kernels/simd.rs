@@ -31,6 +31,32 @@ macro_rules! dispatch {
     }};
 }
 
+/// `len` zeros, written in parallel: the fill of a fresh output buffer is a full pass over memory
+/// that would otherwise run on the calling thread alone while the pool waits.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    zeroed_with_spare(len, 0)
+}
+
+/// [`zeroed`] with room for `spare` more values (pushed later without reallocating).
+pub fn zeroed_with_spare(len: usize, spare: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let mut v: Vec<f32> = Vec::with_capacity(len + spare);
+    if len < 4 * CHUNK {
+        v.resize(len, 0.0);
+        return v;
+    }
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the chunks cover `0..len` and every element was written above.
+    #[allow(unsafe_code)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
 /// `out[i] = f(a[i])`.
 pub fn map1(a: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     dispatch!(map1_body(a, out, f))
@@ -71,17 +97,6 @@ fn map_in_place_body(x: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
 /// `out[i] = f(a[i], b[i])`.
 pub fn map2(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
     dispatch!(map3_body(a, b, b, out, move |a, b, _| f(a, b)))
-}
-
-/// `out[i] = f(a[i], b[i], c[i])`.
-pub fn map3(
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    out: &mut [f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Copy,
-) {
-    dispatch!(map3_body(a, b, c, out, f))
 }
 
 #[inline(always)]
@@ -205,14 +220,20 @@ mod tests {
     }
 
     #[test]
+    fn zeroed_buffers_are_zero_at_every_size() {
+        for n in [0, 5, (1 << 18) - 1, 1 << 18, (1 << 18) + 77, 3 << 19] {
+            let v = zeroed_with_spare(n, 3);
+            assert_eq!(v.len(), n);
+            assert!(v.capacity() >= n + 3);
+            assert!(v.iter().all(|x| *x == 0.0), "n={n}");
+        }
+    }
+
+    #[test]
     fn maps_and_sums_equal_plain_loops_on_every_length() {
         for n in [0, 1, 15, 16, 17, 100, 1031] {
             let (a, b, c) = (data(n, 1), data(n, 2), data(n, 3));
             let mut out = vec![0.0; n];
-            map3(&a, &b, &c, &mut out, |a, b, c| a * b - c);
-            for i in 0..n {
-                assert_eq!(out[i], a[i] * b[i] - c[i], "map3 n={n} i={i}");
-            }
             map2(&a, &b, &mut out, |a, b| (a + b).max(0.0));
             for i in 0..n {
                 assert_eq!(out[i], (a[i] + b[i]).max(0.0), "map2 n={n} i={i}");

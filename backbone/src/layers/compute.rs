@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::layout::Activation;
 
 /// Whether the fast CPU convolution handles this case.
-fn fast_conv(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> bool {
+pub(crate) fn fast_conv(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> bool {
     let k = kernel.dims();
     x.device().is_cpu()
         && x.dtype() == DType::F32

@@ -133,7 +133,7 @@ impl ConvNormAct {
                 )?
             }
             Norm::Train(bn) => {
-                bn.forward_act(&conv2d(x, &self.weight, self.padding, 1)?, self.activation)?
+                bn.conv_forward_act(x, &self.weight, self.padding, self.activation)?
             }
         };
         match &self.blur {
