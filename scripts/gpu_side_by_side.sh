@@ -58,5 +58,18 @@ ratio() { "$python" -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / flo
       echo "| $mode | $model | $size | $b | $o | $t | $tc | $(ratio "$o" "$t") | $(ratio "$o" "$tc") |"
     done
   done
+  echo
+  echo "Largest batch that fits (ours, \`bench --max-batch\`: doubling from 64, then bisecting) and img/s at it:"
+  echo
+  echo "| mode | model | size | largest batch | img/s at it |"
+  echo "|---|---|---|---|---|"
+  for mode in infer train; do
+    for model in tresnet_m tresnet_l tresnet_xl; do
+      args=(--backbone "$model" --input-size 224 -b 64 --max-batch --device cuda --iters "$iters" --warmup 2 --format json)
+      if [ "$mode" = train ]; then args+=(--train --dtype f32); else args+=(--dtype f16); fi
+      line=$("$bench" "${args[@]}" 2>/dev/null | tail -1 || true)
+      echo "| $mode | $model | 224 | $("$python" -c "import json, sys; r = json.loads(sys.argv[1] or '{}'); print(r.get('max_batch_size', 'n/a'), '|', round(r['infer_samples_per_sec'], 1) if r else 'n/a')" "$line") |"
+    done
+  done
 } | tee "$out"
 echo "written to $out" >&2

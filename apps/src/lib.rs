@@ -16,6 +16,7 @@ pub mod detection_inference;
 pub mod gallery;
 pub mod image_inputs;
 pub mod inference;
+pub mod largest_batch;
 pub mod model_bundle;
 pub mod multilabel_report;
 pub mod plots;

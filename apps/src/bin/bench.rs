@@ -11,6 +11,7 @@ use serde_json::json;
 use tresnet::weights::{model_config, random_state_dict, resolve_weights};
 use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_apps::cli::RuntimeFlags;
+use tresnet_apps::largest_batch::{largest_batch, trial};
 use tresnet_apps::training::{Optimizer, OptimizerKind, named_gradients};
 use tresnet_heads::detection::{
     DetectionHead, DetectorConfig, decode_detections, pyramid_channels, random_detector_state,
@@ -62,6 +63,14 @@ struct Cli {
     /// 256 channels, 4-conv towers, 80 classes, random weights) and decoding with NMS.
     #[arg(long, conflicts_with = "train")]
     detector: bool,
+    /// First find the largest batch whose step fits in GPU memory (doubling from --batch-size,
+    /// then bisecting), report it, and time that batch. GPU only: on the CPU a batch that does
+    /// not fit ends the process instead of failing an allocation.
+    #[arg(long)]
+    max_batch: bool,
+    /// The largest batch --max-batch tries.
+    #[arg(long, default_value_t = 4096)]
+    max_batch_limit: usize,
 }
 
 fn main() {
@@ -108,15 +117,18 @@ fn run(cli: Cli) -> Result<()> {
         None
     };
     let param_count = Manifest::of(&Layout::new(model.config())?).param_count();
-    let input = Tensor::rand(
-        0f32,
-        1f32,
-        (cli.batch_size, 3, cli.input_size, cli.input_size),
-        &Device::Cpu,
-    )?
-    .to_dtype(dtype)?
-    .to_device(&device)?;
-    model.check_input_shape(input.dims())?;
+    let make_input = |batch: usize| -> Result<Tensor> {
+        let input = Tensor::rand(
+            0f32,
+            1f32,
+            (batch, 3, cli.input_size, cli.input_size),
+            &Device::Cpu,
+        )?
+        .to_dtype(dtype)?
+        .to_device(&device)?;
+        model.check_input_shape(input.dims())?;
+        Ok(input)
+    };
 
     let mut trainer = if cli.train {
         let state = random_state_dict(&Layout::new(model.config())?, 0)?;
@@ -129,41 +141,70 @@ fn run(cli: Cli) -> Result<()> {
             1e-4,
             net.parameters(),
         );
-        let classes = model.num_classes().max(1);
-        let targets: Vec<usize> = (0..cli.batch_size).map(|i| i % classes).collect();
-        Some((net, optimizer, targets))
+        Some((net, optimizer))
     } else {
         None
     };
-    let mut run_step = || -> Result<()> {
+    let classes = model.num_classes().max(1);
+    let mut run_step = |input: &Tensor| -> Result<()> {
         match trainer.as_mut() {
-            Some((net, optimizer, targets)) => train_step(net, optimizer, &input, targets, &device),
+            Some((net, optimizer)) => {
+                let targets: Vec<usize> = (0..input.dim(0)?).map(|i| i % classes).collect();
+                train_step(net, optimizer, input, &targets, &device)
+            }
             None => match &detection {
-                Some(head) => detection_step(&model, head, &input, &device),
-                None => step(&model, &input, &device),
+                Some(head) => detection_step(&model, head, input, &device),
+                None => step(&model, input, &device),
             },
         }
     };
+    let batch_size = if cli.max_batch {
+        if !device.is_cuda() {
+            bail!(
+                "--max-batch searches GPU memory: use --device cuda (on the CPU a batch that does \
+                 not fit ends the process instead of failing an allocation)"
+            );
+        }
+        let found = largest_batch(cli.batch_size, cli.max_batch_limit, |b| {
+            let outcome = trial(|| run_step(&make_input(b)?))?;
+            eprintln!("bench: batch {b}: {outcome:?}");
+            Ok(outcome)
+        })?
+        .context("not even batch 1 fits in GPU memory")?;
+        eprintln!(
+            "bench: largest {} batch that fits: {found}{}",
+            if cli.train { "training" } else { "inference" },
+            if found == cli.max_batch_limit {
+                " (the search limit; raise --max-batch-limit)"
+            } else {
+                ""
+            }
+        );
+        found
+    } else {
+        cli.batch_size
+    };
+    let input = make_input(batch_size)?;
     for _ in 0..cli.warmup {
-        run_step()?;
+        run_step(&input)?;
     }
     let mut times = Vec::with_capacity(cli.iters);
     for _ in 0..cli.iters {
         let t = Instant::now();
-        run_step()?;
+        run_step(&input)?;
         times.push(t.elapsed().as_secs_f64());
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    let per_sec = cli.batch_size as f64 / mean;
+    let per_sec = batch_size as f64 / mean;
     eprintln!(
         "bench: {}{}{} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
         cli.backbone,
         if cli.train { " train" } else { "" },
         if cli.detector { " + FCOS" } else { "" },
-        cli.batch_size,
+        batch_size,
         cli.input_size,
         cli.runtime.dtype,
         cli.runtime.device,
@@ -184,7 +225,7 @@ fn run(cli: Cli) -> Result<()> {
                 "{},{},{},{:.2},{:.3},{:.2}",
                 cli.backbone,
                 cli.input_size,
-                cli.batch_size,
+                batch_size,
                 per_sec,
                 mean * 1e3,
                 param_count as f64 / 1e6
@@ -196,7 +237,8 @@ fn run(cli: Cli) -> Result<()> {
                 "mode": if cli.train { "train" } else { "infer" },
                 "model": cli.backbone,
                 "infer_img_size": cli.input_size,
-                "infer_batch_size": cli.batch_size,
+                "infer_batch_size": batch_size,
+                "max_batch_size": cli.max_batch.then_some(batch_size),
                 "infer_samples_per_sec": per_sec,
                 "infer_step_time": mean * 1e3,
                 "infer_step_time_median": median * 1e3,
