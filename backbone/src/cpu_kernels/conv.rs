@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::sgemm::{MatMut, MatRef, sgemm};
-use super::simd::{map_in_place, map1};
+use super::simd::{map_in_place, map1, zeroed};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
@@ -146,42 +146,64 @@ thread_local! {
     static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The first `len` values of a per-thread scratch buffer, grown (never shrunk) as needed, so
+/// that alternating layer sizes do not refill it with zeros every time. Callers overwrite what
+/// they use.
+fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 /// Fills `col` (`patch × n`, row-major, `n` = the tile's columns) with the tile's input patches:
-/// 3×3 neighbourhoods (zero outside the image) or, for 1×1, the pixels themselves.
-fn im2col(x: &[f32], g: &ConvGeometry, tile: &Tile, col: &mut [f32]) {
+/// 3×3 neighbourhoods (zero outside the image) or, for 1×1, the pixels themselves. With
+/// `parallel`, the input channels are spread over the pool (for tiles that run one at a time).
+fn im2col(x: &[f32], g: &ConvGeometry, tile: &Tile, col: &mut [f32], parallel: bool) {
+    let block = g.kernel * g.kernel * tile.columns(g);
+    if parallel {
+        col.par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(c, rows)| im2col_channel(x, g, tile, c, rows));
+    } else {
+        for (c, rows) in col.chunks_mut(block).enumerate() {
+            im2col_channel(x, g, tile, c, rows);
+        }
+    }
+}
+
+/// The `kernel²` rows of `col` that input channel `c` contributes.
+fn im2col_channel(x: &[f32], g: &ConvGeometry, tile: &Tile, c: usize, rows: &mut [f32]) {
     let (h, w, hw) = (g.height, g.width, g.pixels());
     let n = tile.columns(g);
     let per_image = tile.image_pixels(g);
     for j in 0..tile.images {
         let image = &x[(tile.first_image + j) * g.in_channels * hw..][..g.in_channels * hw];
-        for c in 0..g.in_channels {
-            let plane = &image[c * hw..(c + 1) * hw];
-            if g.kernel == 1 {
-                col[c * n + j * per_image..][..per_image]
-                    .copy_from_slice(&plane[tile.first_row * w..][..per_image]);
-                continue;
-            }
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let r = (c * 3 + ky) * 3 + kx;
-                    let dst = &mut col[r * n + j * per_image..][..per_image];
-                    for (i, out_row) in dst.chunks_exact_mut(w).enumerate() {
-                        let sy = (tile.first_row + i) as isize + ky as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            out_row.fill(0.0);
-                            continue;
+        let plane = &image[c * hw..(c + 1) * hw];
+        if g.kernel == 1 {
+            rows[j * per_image..][..per_image]
+                .copy_from_slice(&plane[tile.first_row * w..][..per_image]);
+            continue;
+        }
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let dst = &mut rows[(ky * 3 + kx) * n + j * per_image..][..per_image];
+                for (i, out_row) in dst.chunks_exact_mut(w).enumerate() {
+                    let sy = (tile.first_row + i) as isize + ky as isize - 1;
+                    if sy < 0 || sy >= h as isize {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    match kx {
+                        0 => {
+                            out_row[0] = 0.0;
+                            out_row[1..].copy_from_slice(&src[..w - 1]);
                         }
-                        let src = &plane[sy as usize * w..(sy as usize + 1) * w];
-                        match kx {
-                            0 => {
-                                out_row[0] = 0.0;
-                                out_row[1..].copy_from_slice(&src[..w - 1]);
-                            }
-                            1 => out_row.copy_from_slice(src),
-                            _ => {
-                                out_row[..w - 1].copy_from_slice(&src[1..]);
-                                out_row[w - 1] = 0.0;
-                            }
+                        1 => out_row.copy_from_slice(src),
+                        _ => {
+                            out_row[..w - 1].copy_from_slice(&src[1..]);
+                            out_row[w - 1] = 0.0;
                         }
                     }
                 }
@@ -274,10 +296,10 @@ pub fn conv_forward(
             } else {
                 COLUMNS.with(|cell| {
                     let mut col = cell.borrow_mut();
-                    col.resize(patch * n, 0.0);
-                    im2col(x, g, tile, &mut col);
+                    let col = scratch(&mut col, patch * n);
+                    im2col(x, g, tile, col, inner > 1);
                     let rhs = MatRef {
-                        data: &col,
+                        data: col,
                         offset: 0,
                         rows: patch,
                         cols: n,
@@ -302,11 +324,11 @@ pub fn conv_forward(
             COLUMNS.with(|cols| {
                 PRODUCT.with(|prod| {
                     let (mut col, mut product) = (cols.borrow_mut(), prod.borrow_mut());
-                    col.resize(patch * n, 0.0);
-                    product.resize(o * n, 0.0);
-                    im2col(x, g, tile, &mut col);
+                    let col = scratch(&mut col, patch * n);
+                    let product = scratch(&mut product, o * n);
+                    im2col(x, g, tile, col, inner > 1);
                     let rhs = MatRef {
-                        data: &col,
+                        data: col,
                         offset: 0,
                         rows: patch,
                         cols: n,
@@ -356,7 +378,7 @@ pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mu
     // A stride-1 "same" convolution's input gradient is the convolution of the output gradient
     // with the kernel flipped and its channel axes swapped: w'[i][o][y][x] = w[o][i][k-1-y][k-1-x].
     let kk = k * k;
-    let mut flipped = vec![0.0f32; i * o * kk];
+    let mut flipped = zeroed(i * o * kk);
     flipped
         .par_chunks_mut(o * kk)
         .enumerate()
@@ -405,8 +427,8 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                 COLUMNS.with(|cols| {
                     PRODUCT.with(|prod| {
                         let (mut col, mut grad) = (cols.borrow_mut(), prod.borrow_mut());
-                        col.resize(patch * n, 0.0);
-                        im2col(x, g, tile, &mut col);
+                        let col = scratch(&mut col, patch * n);
+                        im2col(x, g, tile, col, false);
                         // The tile's output gradient as an `O × n` block.
                         let lhs = if tile.images == 1 {
                             MatRef {
@@ -418,7 +440,7 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                                 col_stride: 1,
                             }
                         } else {
-                            grad.resize(o * n, 0.0);
+                            let grad = scratch(&mut grad, o * n);
                             for j in 0..tile.images {
                                 for oc in 0..o {
                                     grad[oc * n + j * per_image..][..per_image].copy_from_slice(
@@ -427,7 +449,7 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                                 }
                             }
                             MatRef {
-                                data: &grad,
+                                data: grad,
                                 offset: 0,
                                 rows: o,
                                 cols: n,
@@ -436,7 +458,7 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                             }
                         };
                         let rhs = MatRef {
-                            data: &col,
+                            data: col,
                             offset: 0,
                             rows: n,
                             cols: patch,
@@ -454,12 +476,16 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
             acc
         })
         .collect();
-    g_w.fill(0.0);
-    for part in partials {
-        for (a, p) in g_w.iter_mut().zip(part) {
-            *a += p;
+    // The partial sums added in chunk order (deterministic), in parallel over the weights.
+    const BLOCK: usize = 1 << 14;
+    g_w.par_chunks_mut(BLOCK).enumerate().for_each(|(b, out)| {
+        out.fill(0.0);
+        for part in &partials {
+            for (a, p) in out.iter_mut().zip(&part[b * BLOCK..]) {
+                *a += p;
+            }
         }
-    }
+    });
 }
 
 /// A raw pointer that may cross threads (the regions written through it are disjoint).

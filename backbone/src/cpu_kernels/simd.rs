@@ -40,7 +40,7 @@ pub fn zeroed(len: usize) -> Vec<f32> {
 /// [`zeroed`] with room for `spare` more values (pushed later without reallocating).
 pub fn zeroed_with_spare(len: usize, spare: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = 1 << 14;
     let mut v: Vec<f32> = Vec::with_capacity(len + spare);
     if len < 4 * CHUNK {
         v.resize(len, 0.0);
