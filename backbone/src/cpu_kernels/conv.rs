@@ -11,8 +11,10 @@ use super::simd::{map_in_place, map1, zeroed};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
-/// product efficient).
-const TILE_PIXELS: usize = 512;
+/// product efficient). 256 measured 2–4 % faster than 512 for whole TResNet-M passes (batch 1 and
+/// 8, training too) on a 2-core Xeon: a 3×3 tile's column block (576 rows × 256 for 64 input
+/// channels, 590 KB) stays in L2 between im2col and the product.
+const TILE_PIXELS: usize = 256;
 
 /// The geometry of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
