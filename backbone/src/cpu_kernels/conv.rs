@@ -246,13 +246,57 @@ pub fn conv_forward(
     g: &ConvGeometry,
     out: &mut [f32],
 ) {
+    assert_eq!(out.len(), g.batch * g.out_channels * g.pixels());
+    // SAFETY: `out` is an exclusive, initialised region of the right length.
+    #[allow(unsafe_code)]
+    unsafe {
+        conv_forward_raw(x, w, bias, epilogue, g, out.as_mut_ptr())
+    };
+}
+
+/// [`conv_forward`] into a new vector, without filling it first: every output value is written
+/// exactly once by the products and the epilogue.
+pub fn conv_forward_new(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    let len = g.batch * g.out_channels * g.pixels();
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the allocation holds `len` values and belongs to this call; `conv_forward_raw`
+    // writes all of them (its tiles cover every image, row and output channel) before anything
+    // reads them, so the length can be set afterwards.
+    #[allow(unsafe_code)]
+    unsafe {
+        conv_forward_raw(x, w, bias, epilogue, g, out.as_mut_ptr());
+        out.set_len(len);
+    }
+    out
+}
+
+/// The convolution writing through a raw destination of `B·O·H·W` values.
+///
+/// # Safety
+/// `out` must be valid for writes of `g.batch · g.out_channels · H · W` values and not accessed by
+/// anyone else during the call; it may be uninitialised (the gemm products do not read their
+/// destination, and every value is written before it is read).
+#[allow(unsafe_code)]
+unsafe fn conv_forward_raw(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    g: &ConvGeometry,
+    out: *mut f32,
+) {
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
     assert_eq!(x.len(), g.batch * g.in_channels * hw);
     assert_eq!(w.len(), o * patch);
-    assert_eq!(out.len(), g.batch * o * hw);
     let (tiles, inner) = plan(g);
-    let dst_len = out.len();
-    let dst_base = SendPtr(out.as_mut_ptr());
+    let dst_len = g.batch * o * hw;
+    let dst_base = SendPtr(out);
     let lhs = MatRef {
         data: w,
         offset: 0,
@@ -360,10 +404,19 @@ pub fn conv_forward(
                             row_stride: hw,
                         };
                         for oc in 0..o {
-                            // SAFETY: this tile owns these images of `out`.
+                            let src = &product[oc * n + j * per_image..][..per_image];
+                            // SAFETY: this tile owns these images of `out`; the row is written
+                            // whole (through the raw pointer: it may be uninitialised) before
+                            // it is borrowed.
                             #[allow(unsafe_code)]
-                            let row = unsafe { dst.row(oc) };
-                            row.copy_from_slice(&product[oc * n + j * per_image..][..per_image]);
+                            let row = unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    src.as_ptr(),
+                                    dst.base.add(dst.offset + oc * dst.row_stride),
+                                    per_image,
+                                );
+                                dst.row(oc)
+                            };
                             finish(row, oc);
                         }
                     }
@@ -376,9 +429,21 @@ pub fn conv_forward(
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
 /// `(B, O, H, W)` and `w` `(O, I, k, k)`.
 pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mut [f32]) {
+    let (flipped, swapped) = transposed_kernel(w, g);
+    conv_forward(g_out, &flipped, None, Epilogue::Identity, &swapped, g_in);
+}
+
+/// [`conv_backward_input`] into a new vector.
+pub fn conv_backward_input_new(g_out: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (flipped, swapped) = transposed_kernel(w, g);
+    conv_forward_new(g_out, &flipped, None, Epilogue::Identity, &swapped)
+}
+
+/// A stride-1 "same" convolution's input gradient is the convolution of the output gradient
+/// with the kernel flipped and its channel axes swapped: `w'[i][o][y][x] = w[o][i][k-1-y][k-1-x]`.
+/// Returns `w'` and the geometry of that convolution.
+fn transposed_kernel(w: &[f32], g: &ConvGeometry) -> (Vec<f32>, ConvGeometry) {
     let (i, o, k) = (g.in_channels, g.out_channels, g.kernel);
-    // A stride-1 "same" convolution's input gradient is the convolution of the output gradient
-    // with the kernel flipped and its channel axes swapped: w'[i][o][y][x] = w[o][i][k-1-y][k-1-x].
     let kk = k * k;
     let mut flipped = zeroed(i * o * kk);
     flipped
@@ -398,7 +463,7 @@ pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mu
         out_channels: i,
         ..*g
     };
-    conv_forward(g_out, &flipped, None, Epilogue::Identity, &swapped, g_in);
+    (flipped, swapped)
 }
 
 /// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch. The sum is split

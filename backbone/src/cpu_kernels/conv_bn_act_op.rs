@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::conv::{
-    ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward,
+    ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward_new,
 };
 use super::fused::{bn_act_backward, bn_act_forward, channel_stats};
 use super::ops::{f32_slice, geometry};
@@ -76,14 +76,12 @@ impl CustomOp3 for ConvBnActOp {
         }
         let (gamma, beta) = affine.split_at(g.out_channels);
         let dims = (g.batch, g.out_channels, g.height * g.width);
-        let mut conv_out = zeroed(dims.0 * dims.1 * dims.2);
-        conv_forward(
+        let conv_out = conv_forward_new(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
             None,
             Epilogue::Identity,
             &g,
-            &mut conv_out,
         );
         let (mean, var) = channel_stats(&conv_out, dims.0, dims.1, dims.2);
         let mut y = zeroed(conv_out.len());

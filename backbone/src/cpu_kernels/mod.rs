@@ -13,7 +13,10 @@ mod sgemm;
 mod simd;
 
 pub use blur::{blur_backward, blur_forward, blurred_side};
-pub use conv::{ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward};
+pub use conv::{
+    ConvGeometry, Epilogue, conv_backward_input, conv_backward_input_new, conv_backward_weight,
+    conv_forward, conv_forward_new,
+};
 pub use conv_bn_act_op::{ConvBnActOp, ConvBnActSaved, SharedConvBnAct};
 pub use fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,

@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 
 use super::blur::{blur_backward, blur_forward, blurred_side};
 use super::conv::{
-    ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward,
+    ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
 };
 use super::fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
@@ -62,14 +62,12 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geometry(l1, l2)?;
-        let mut out = zeroed(g.batch * g.out_channels * g.height * g.width);
-        conv_forward(
+        let out = conv_forward_new(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
             None,
             Epilogue::Identity,
             &g,
-            &mut out,
         );
         Ok((
             CpuStorage::F32(out),
@@ -128,12 +126,10 @@ impl CustomOp2 for ConvGradInputOp {
             width,
             kernel: k,
         };
-        let mut out = zeroed(batch * in_channels * height * width);
-        conv_backward_input(
+        let out = conv_backward_input_new(
             f32_slice(s1, l1, "conv gradient")?,
             f32_slice(s2, l2, "conv weight")?,
             &g,
-            &mut out,
         );
         Ok((
             CpuStorage::F32(out),
@@ -209,14 +205,12 @@ impl CustomOp3 for ConvBiasActOp {
                 g.out_channels
             );
         }
-        let mut out = zeroed(g.batch * g.out_channels * g.height * g.width);
-        conv_forward(
+        let out = conv_forward_new(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
             Some(bias),
             self.epilogue,
             &g,
-            &mut out,
         );
         Ok((
             CpuStorage::F32(out),
