@@ -190,11 +190,11 @@ fn sums_body(
         t1 += v;
     }
     for ((a, b), c) in ca.zip(cb).zip(cc) {
-        let mut u = [0.0f32; LANES];
-        let mut v = [0.0f32; LANES];
-        for l in 0..LANES {
-            (u[l], v[l]) = f(a[l], b[l], c[l]);
-        }
+        let (a, b, c) = (chunk(a), chunk(b), chunk(c));
+        // One array per sum (f is pure and inlined: the compiler evaluates it once per lane);
+        // writing the pair through a tuple kept the loop scalar.
+        let u: [f32; LANES] = std::array::from_fn(|l| f(a[l], b[l], c[l]).0);
+        let v: [f32; LANES] = std::array::from_fn(|l| f(a[l], b[l], c[l]).1);
         for l in 0..LANES {
             acc0[l] += u[l];
             acc1[l] += v[l];
