@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{
     BatchNormTrain, BlurPool, RunningStats, add_relu, channel_scale, conv2d, conv2d_bias_act,
+    space_to_depth,
 };
 use tresnet::layout::Activation;
 use tresnet_tests::assert_close;
@@ -440,4 +441,43 @@ fn add_relu_and_channel_scale_match_candle() {
         g64.get(&gate64).unwrap(),
         "channel scale d/dgate",
     );
+}
+
+#[test]
+fn space_to_depth_kernel_equals_the_tensor_rearrangement() {
+    for shape in [[2usize, 3, 8, 12], [1, 5, 4, 4], [3, 2, 16, 8]] {
+        let x = Var::from_tensor(&rand(&shape)).unwrap();
+        let ours = space_to_depth(x.as_tensor()).unwrap();
+        // f64 takes the reshape/permute path: a permutation, so the values must be identical.
+        let x64 = Var::from_tensor(&f64(x.as_tensor())).unwrap();
+        let reference = space_to_depth(x64.as_tensor()).unwrap();
+        assert_eq!(ours.dims(), reference.dims());
+        assert_close(
+            &ours,
+            &reference,
+            0.0,
+            0.0,
+            &format!("space-to-depth {shape:?}"),
+        );
+        let probe = rand(ours.dims());
+        let g = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g64 = (reference * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_close(
+            g.get(&x).unwrap(),
+            g64.get(&x64).unwrap(),
+            0.0,
+            0.0,
+            &format!("space-to-depth {shape:?} gradient"),
+        );
+    }
 }

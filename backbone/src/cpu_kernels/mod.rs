@@ -11,6 +11,7 @@ mod fused;
 mod ops;
 mod sgemm;
 mod simd;
+mod space_to_depth;
 
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{
@@ -23,3 +24,4 @@ pub use fused::{
     channel_scale_forward, channel_stats, relu_mask_backward,
 };
 pub use ops::{AddReluOp, BlurOp, BnActOp, ChannelScaleOp, ConvBiasActOp, ConvOp, SharedStats};
+pub use space_to_depth::{SpaceToDepthOp, space_to_depth_forward};
