@@ -26,7 +26,8 @@ fn stdout_json_lines(out: &Output) -> Vec<Value> {
 
 #[test]
 fn bench_reports_throughput_for_inference_and_training() {
-    for extra in [&[][..], &["--train"][..]] {
+    let modes: [&[&str]; 3] = [&[], &["--train"], &["--train", "--dtype", "bf16"]];
+    for extra in modes {
         let mut args = vec![
             "-b",
             "2",

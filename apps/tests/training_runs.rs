@@ -7,8 +7,8 @@ use candle_core::{DType, Device};
 use tresnet::weights::{StateDict, random_state_dict, resolve_weights};
 use tresnet::{BuildOptions, Layout, TResNet, TResNetConfig};
 use tresnet_apps::training::{
-    Augment, DataSpec, RunDefinition, Schedule, TaskKind, TrainConfig, TrainRun, TrainingData,
-    load_latest_checkpoint, train,
+    Augment, DataSpec, INITIAL_LOSS_SCALE, Precision, RunDefinition, Schedule, TaskKind,
+    TrainConfig, TrainRun, TrainingData, load_latest_checkpoint, train,
 };
 use tresnet_data::{SyntheticConfig, write_synthetic_coco, write_synthetic_image_folder};
 
@@ -151,6 +151,79 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         &BuildOptions::default(),
     )
     .unwrap();
+}
+
+#[test]
+fn an_f16_mixed_precision_run_resumes_with_its_loss_scale_and_exports_f32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SyntheticConfig {
+        num_images: 32,
+        width: 48,
+        height: 48,
+        min_size: 12,
+        max_size: 20,
+        seed: 8,
+        ..SyntheticConfig::default()
+    };
+    write_synthetic_image_folder(&dir.path().join("data"), &cfg).unwrap();
+    let spec = DataSpec::Folder {
+        train: dir.path().join("data"),
+        val: None,
+    };
+    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    let def = definition(
+        &data,
+        spec,
+        TrainConfig {
+            epochs: 1,
+            ema_decay: None,
+            precision: Precision::F16Mixed,
+            ..settings()
+        },
+    );
+    let whole = train(
+        run(&def, &data, &dir.path().join("whole"), None, None),
+        None,
+    )
+    .unwrap();
+    assert!(whole.skipped_steps.is_empty(), "{:?}", whole.skipped_steps);
+    let record = &whole.history[0];
+    assert!(record.train_loss.is_finite() && record.metric.is_finite());
+    for (k, t) in whole.final_state.iter() {
+        if k.ends_with("num_batches_tracked") {
+            continue;
+        }
+        assert_eq!(t.dtype(), DType::F32, "{k}");
+        let sum = t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(sum.is_finite(), "{k} is not finite");
+    }
+
+    // Killed after 2 steps; the checkpoint carries the scaler, so the resumed run is the same run.
+    let part = train(
+        run(&def, &data, &dir.path().join("split"), Some(2), None),
+        None,
+    )
+    .unwrap();
+    assert!(part.stopped_early);
+    let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
+    let scale = ckpt
+        .state
+        .loss_scale
+        .expect("f16 runs checkpoint their loss scale");
+    assert!(
+        scale.scale <= INITIAL_LOSS_SCALE && scale.scale >= 1.0,
+        "{scale:?}"
+    );
+    let resumed = train(
+        run(&def, &data, &dir.path().join("split"), None, None),
+        Some(ckpt),
+    )
+    .unwrap();
+    assert_same_state(&whole.final_state, &resumed.final_state);
+    assert_eq!(
+        whole.overflow_steps,
+        part.overflow_steps + resumed.overflow_steps
+    );
 }
 
 #[test]

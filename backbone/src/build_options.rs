@@ -12,6 +12,10 @@ pub struct BuildOptions {
     /// Fold every batch norm into its convolution (inference). Off keeps them as separate
     /// `scale · x + shift` steps, which computes the same function.
     pub fold_batch_norm: bool,
+    /// The dtype activations are computed in when it differs from `dtype` (mixed-precision
+    /// training: f32 weights, f16/bf16 activations). Every layer casts its weights to its input's
+    /// dtype, so gradients reach the f32 weights through the cast. `None`: `dtype`.
+    pub compute_dtype: Option<DType>,
 }
 
 impl Default for BuildOptions {
@@ -20,6 +24,7 @@ impl Default for BuildOptions {
             dtype: DType::F32,
             device: Device::Cpu,
             fold_batch_norm: true,
+            compute_dtype: None,
         }
     }
 }
@@ -32,5 +37,10 @@ impl BuildOptions {
             device,
             ..Self::default()
         }
+    }
+
+    /// The dtype activations flow in: `compute_dtype`, else `dtype`.
+    pub fn activation_dtype(&self) -> DType {
+        self.compute_dtype.unwrap_or(self.dtype)
     }
 }

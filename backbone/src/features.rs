@@ -1,6 +1,8 @@
 //! The multi-scale outputs of the backbone.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+
+use crate::error::Result;
 
 /// One named feature map with its geometry.
 #[derive(Debug, Clone)]
@@ -37,6 +39,21 @@ impl Features {
     /// The stem followed by the four stages.
     pub fn all(&self) -> impl Iterator<Item = &FeatureMap> {
         std::iter::once(&self.stem).chain(self.stages.iter())
+    }
+
+    /// Every map cast to `dtype` (differentiable; the same maps when already in it), e.g. to
+    /// feed an f32 head from a mixed-precision backbone.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let cast = |m: &FeatureMap| -> Result<FeatureMap> {
+            Ok(FeatureMap {
+                tensor: m.tensor.to_dtype(dtype)?,
+                ..m.clone()
+            })
+        };
+        Ok(Self {
+            stem: cast(&self.stem)?,
+            stages: self.stages.iter().map(cast).collect::<Result<_>>()?,
+        })
     }
 }
 

@@ -131,9 +131,9 @@ impl TResNet {
         &self.layout
     }
 
-    /// The compute dtype.
+    /// The dtype activations are computed in (inputs are cast to it).
     pub fn dtype(&self) -> DType {
-        self.options.dtype
+        self.options.activation_dtype()
     }
 
     /// The device.
@@ -216,7 +216,7 @@ impl TResNet {
     fn prepare_input(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input_shape(x.dims())?;
         Ok(x.to_device(&self.options.device)?
-            .to_dtype(self.options.dtype)?)
+            .to_dtype(self.options.activation_dtype())?)
     }
 
     /// Runs the body: `(N, C, H, W)` → stem map (stride 4) and the four stage maps

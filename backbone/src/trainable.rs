@@ -28,11 +28,39 @@ pub struct TrainableTResNet {
 
 impl TrainableTResNet {
     /// Variables initialised from `init` (timm names, strictly checked; copied, so `init` is never
-    /// modified), in `dtype` on `device`.
+    /// modified), in `dtype` on `device`; the network computes in `dtype` too.
     pub fn new(
         config: &TResNetConfig,
         init: &StateDict,
         dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(config, init, dtype, None, device)
+    }
+
+    /// Mixed precision: f32 variables (and batch-norm statistics, computed in f32) under
+    /// activations in `compute` (f16 or bf16). Each layer casts its weights to `compute` in the
+    /// forward pass, so gradients come back to the f32 variables through the cast. Outputs are
+    /// in `compute`; f16 training needs loss scaling against gradient underflow.
+    pub fn mixed_precision(
+        config: &TResNetConfig,
+        init: &StateDict,
+        compute: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if !matches!(compute, DType::F16 | DType::BF16) {
+            return Err(crate::error::Error::Config(format!(
+                "mixed precision computes in f16 or bf16, not {compute:?}"
+            )));
+        }
+        Self::build(config, init, DType::F32, Some(compute), device)
+    }
+
+    fn build(
+        config: &TResNetConfig,
+        init: &StateDict,
+        dtype: DType,
+        compute_dtype: Option<DType>,
         device: &Device,
     ) -> Result<Self> {
         let layout = Layout::new(config)?;
@@ -75,6 +103,7 @@ impl TrainableTResNet {
             dtype,
             device: device.clone(),
             fold_batch_norm: false,
+            compute_dtype,
         };
         let model = TResNet::build_with(config.clone(), layout, &weights, &options)?;
         let batch_norms = registry.into_inner().expect("batch-norm registry lock");

@@ -171,3 +171,49 @@ fn a_training_step_gives_the_cpu_gradients() {
         assert!(err < 1e-3, "{name}: {err}");
     }
 }
+
+#[test]
+fn a_mixed_precision_training_step_follows_the_cpu_f32_gradients() {
+    let Some(device) = gpu() else { return };
+    let config = TResNetConfig {
+        layers: [1, 1, 1, 1],
+        width_factor: 0.25,
+        num_classes: 4,
+        ..TResNetConfig::variant("tresnet_m").unwrap()
+    };
+    let state = random_state_dict(&Layout::new(&config).unwrap(), 11).unwrap();
+    let x = seeded_uniform(12, 0.0, 1.0, &[4, 3, 64, 64], DType::F32);
+    let probe = seeded_uniform(13, -1.0, 1.0, &[4, 4], DType::F32);
+    // A fixed loss scale, as the trainer's scaler would apply, keeps f16 gradients representable.
+    let scale = 1024.0;
+    let grads = |net: &TrainableTResNet, device: &Device| {
+        let logits = net
+            .forward(&x.to_device(device).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let loss = ((logits * probe.to_device(device).unwrap()).unwrap() * scale)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let store = loss.backward().unwrap();
+        net.parameters()
+            .iter()
+            .map(|(name, var)| {
+                let g = store.get(var).unwrap();
+                assert_eq!(g.dtype(), DType::F32, "{name}");
+                (name.clone(), (g / scale).unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let reference = TrainableTResNet::new(&config, &state, DType::F32, &Device::Cpu).unwrap();
+    let cpu = grads(&reference, &Device::Cpu);
+    for (compute, tolerance) in [(DType::F16, 2e-2), (DType::BF16, 8e-2)] {
+        let net = TrainableTResNet::mixed_precision(&config, &state, compute, &device).unwrap();
+        let gpu = grads(&net, &device);
+        for ((name, a), (_, b)) in gpu.iter().zip(&cpu) {
+            let err = relative_error(a, b);
+            assert!(err < tolerance, "{compute:?} {name}: {err}");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tresnet::weights::{model_config, random_state_dict, resolve_weights};
 use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_apps::cli::RuntimeFlags;
 use tresnet_apps::largest_batch::{largest_batch, trial};
-use tresnet_apps::training::{Optimizer, OptimizerKind, named_gradients};
+use tresnet_apps::training::{LossScaler, Optimizer, OptimizerKind, ScaledStep, named_gradients};
 use tresnet_heads::detection::{
     DetectionHead, DetectorConfig, decode_detections, pyramid_channels, random_detector_state,
 };
@@ -57,6 +57,8 @@ struct Cli {
     #[arg(long)]
     no_header: bool,
     /// Time training steps (forward, cross-entropy, backward, SGD update) instead of inference.
+    /// With --dtype f16/bf16 they are mixed precision: f32 master weights, f16/bf16 activations,
+    /// dynamic loss scaling for f16 (timm's AMP).
     #[arg(long)]
     train: bool,
     /// Time a detector instead: the backbone without classifier, FCOS's COCO head (FPN P3–P7,
@@ -132,7 +134,13 @@ fn run(cli: Cli) -> Result<()> {
 
     let mut trainer = if cli.train {
         let state = random_state_dict(&Layout::new(model.config())?, 0)?;
-        let net = TrainableTResNet::new(model.config(), &state, dtype, &device)?;
+        // f16/bf16 train as mixed precision (f32 master weights), as timm's AMP does.
+        let net = match dtype {
+            DType::F16 | DType::BF16 => {
+                TrainableTResNet::mixed_precision(model.config(), &state, dtype, &device)?
+            }
+            _ => TrainableTResNet::new(model.config(), &state, dtype, &device)?,
+        };
         let optimizer = Optimizer::new(
             OptimizerKind::Sgd {
                 momentum: 0.9,
@@ -141,16 +149,16 @@ fn run(cli: Cli) -> Result<()> {
             1e-4,
             net.parameters(),
         );
-        Some((net, optimizer))
+        Some((net, optimizer, LossScaler::new(dtype == DType::F16)))
     } else {
         None
     };
     let classes = model.num_classes().max(1);
     let mut run_step = |input: &Tensor| -> Result<()> {
         match trainer.as_mut() {
-            Some((net, optimizer)) => {
+            Some((net, optimizer, scaler)) => {
                 let targets: Vec<usize> = (0..input.dim(0)?).map(|i| i % classes).collect();
-                train_step(net, optimizer, input, &targets, &device)
+                train_step(net, optimizer, scaler, input, &targets, &device)
             }
             None => match &detection {
                 Some(head) => detection_step(&model, head, input, &device),
@@ -200,13 +208,18 @@ fn run(cli: Cli) -> Result<()> {
     let median = sorted[sorted.len() / 2];
     let per_sec = batch_size as f64 / mean;
     eprintln!(
-        "bench: {}{}{} b{} @{} {} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
+        "bench: {}{}{} b{} @{} {}{} {}: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {} steps",
         cli.backbone,
         if cli.train { " train" } else { "" },
         if cli.detector { " + FCOS" } else { "" },
         batch_size,
         cli.input_size,
         cli.runtime.dtype,
+        if cli.train && dtype != DType::F32 {
+            "-mixed"
+        } else {
+            ""
+        },
         cli.runtime.device,
         mean * 1e3,
         median * 1e3,
@@ -252,27 +265,31 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// One training step: forward in training mode, cross-entropy, backward, SGD update.
+/// One training step: forward in training mode, cross-entropy (in f32), backward of the scaled
+/// loss, unscaling and the overflow check, SGD update (skipped on overflow, as PyTorch's
+/// `GradScaler` does).
 fn train_step(
     net: &TrainableTResNet,
     optimizer: &mut Optimizer,
+    scaler: &mut LossScaler,
     input: &Tensor,
     targets: &[usize],
     device: &Device,
 ) -> Result<()> {
-    let logits = net.forward(input)?;
+    let logits = net.forward(input)?.to_dtype(DType::F32)?;
     let loss = single_label_loss(
         &AsymmetricSingleLabelLoss::cross_entropy(0.0),
         &logits,
         targets,
     )?;
-    let grads = named_gradients(net.parameters(), &loss.backward()?);
-    optimizer.step(&grads, 1e-3, &[])?;
+    let mut grads = named_gradients(net.parameters(), &scaler.scale_loss(&loss)?.backward()?);
+    if scaler.unscale(&mut grads)? == ScaledStep::Apply {
+        optimizer.step(&grads, 1e-3, &[])?;
+    }
     device.synchronize().context("device synchronize")?;
     Ok(())
 }
 
-/// One forward pass, waiting for the device to finish.
 /// One detection pass: backbone features, FPN + FCOS, decoding with NMS.
 fn detection_step(
     model: &TResNet,
@@ -287,6 +304,7 @@ fn detection_step(
     Ok(())
 }
 
+/// One forward pass, waiting for the device to finish.
 fn step(model: &TResNet, input: &Tensor, device: &Device) -> Result<()> {
     let logits = model.forward(input)?;
     device.synchronize().context("device synchronize")?;

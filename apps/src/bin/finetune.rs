@@ -12,8 +12,8 @@ use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weigh
 use tresnet::{FeatureInfo, Layout, TResNetConfig};
 use tresnet_apps::cli::parse_device;
 use tresnet_apps::training::{
-    Augment, DataSpec, OptimizerKind, RunDefinition, Schedule, TaskKind, TrainRun, TrainingData,
-    load_latest_checkpoint, load_recipe, split_detection_state, train,
+    Augment, DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, TaskKind, TrainRun,
+    TrainingData, load_latest_checkpoint, load_recipe, split_detection_state, train,
 };
 use tresnet_heads::detection::{check_detector_state, pyramid_channels, random_detector_state};
 
@@ -106,6 +106,10 @@ struct Cli {
     /// Data-loading threads.
     #[arg(short = 'j', long)]
     workers: Option<usize>,
+    /// f32, or mixed precision on a GPU: f16-mixed (dynamic loss scaling) or bf16-mixed
+    /// (f32 master weights, batch norms and losses in both).
+    #[arg(long)]
+    precision: Option<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -193,6 +197,9 @@ fn run(cli: Cli) -> Result<()> {
             "constant" => Schedule::Constant,
             other => bail!("--schedule {other}: expected onecycle, cosine or constant"),
         };
+    }
+    if let Some(p) = &cli.precision {
+        cfg.precision = Precision::parse(p).map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
     }
     if let Some(a) = &cli.augment {
         cfg.augment = match a.as_str() {
@@ -346,6 +353,7 @@ fn report(outcome: tresnet_apps::training::TrainOutcome, quiet: bool) -> Result<
             "bundle": outcome.bundle_dir,
             "epochs": outcome.history,
             "skipped_steps": outcome.skipped_steps.iter().map(|s| &s.1).collect::<Vec<_>>(),
+            "loss_scale_overflows": outcome.overflow_steps,
         })
     );
     Ok(())

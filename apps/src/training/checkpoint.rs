@@ -11,6 +11,7 @@ use tresnet::TResNetConfig;
 use tresnet::weights::{StateDict, temporary_sibling};
 
 use super::config::TrainConfig;
+use super::loss_scale::LossScaleState;
 use crate::safetensors_output::write_safetensors;
 
 /// What kind of labels a run learns.
@@ -59,6 +60,9 @@ pub struct RunState {
     /// Running sum of this epoch's losses and their count (so a resumed epoch reports the same
     /// mean).
     pub epoch_loss: (f64, usize),
+    /// The f16 loss scaler's factor (mixed-precision f16 runs).
+    #[serde(default)]
+    pub loss_scale: Option<LossScaleState>,
 }
 
 /// Where a run's images come from (so `--resume DIR` needs nothing else).

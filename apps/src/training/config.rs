@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::OptimizerKind;
+use super::precision::Precision;
 use super::schedule::Schedule;
 
 /// How much data augmentation training uses.
@@ -92,6 +93,8 @@ pub struct TrainConfig {
     pub detector: Option<tresnet_heads::detection::DetectorConfig>,
     /// Detection: how images go onto the square canvas.
     pub canvas_fit: tresnet_data::CanvasFit,
+    /// `f32`, or mixed precision: `f16-mixed` (with dynamic loss scaling) or `bf16-mixed`.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -120,6 +123,7 @@ impl Default for TrainConfig {
             model_args: None,
             detector: None,
             canvas_fit: tresnet_data::CanvasFit::Squish,
+            precision: Precision::F32,
         }
     }
 }

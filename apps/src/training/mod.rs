@@ -6,7 +6,9 @@ mod config;
 mod data;
 mod detection_data;
 mod ema;
+mod loss_scale;
 mod optimizer;
+mod precision;
 mod progress;
 mod schedule;
 mod sgd_in_place;
@@ -26,7 +28,9 @@ pub use detection_data::{
     write_ground_truth,
 };
 pub use ema::Ema;
+pub use loss_scale::{GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LossScaleState, LossScaler, ScaledStep};
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};
+pub use precision::Precision;
 pub use progress::{Progress, format_duration};
 pub use schedule::Schedule;
 pub use trainable_net::{DETECTION_PREFIXES, TrainableNet, split_detection_state};

@@ -42,15 +42,21 @@ pub fn split_detection_state(mut state: StateDict) -> (StateDict, StateDict) {
 
 impl TrainableNet {
     /// Variables initialised from `init` (backbone in timm names, plus `fpn.*`/`fcos.*` for a
-    /// detection run), in f32 on `device`.
+    /// detection run), in f32 on `device`. Under mixed precision the backbone computes in f16 or
+    /// bf16 and the heads and losses in f32.
     pub fn new(
         definition: &RunDefinition,
         init: &StateDict,
         device: &Device,
     ) -> anyhow::Result<Self> {
         let (backbone_state, head_state) = split_detection_state(init.clone());
-        let backbone =
-            TrainableTResNet::new(&definition.model, &backbone_state, DType::F32, device)?;
+        let model = &definition.model;
+        let backbone = match definition.train.precision.compute_dtype() {
+            None => TrainableTResNet::new(model, &backbone_state, DType::F32, device)?,
+            Some(compute) => {
+                TrainableTResNet::mixed_precision(model, &backbone_state, compute, device)?
+            }
+        };
         let mut params = backbone.parameters().to_vec();
         let detection = match &definition.train.detector {
             Some(config) => {
@@ -114,9 +120,9 @@ impl TrainableNet {
         Ok(state)
     }
 
-    /// Classification logits `(B, classes)` of a batch (classifier runs only).
+    /// Classification logits `(B, classes)` of a batch, in f32 (classifier runs only).
     pub fn logits(&self, images: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(self.backbone.forward(images)?)
+        Ok(self.backbone.forward(images)?.to_dtype(DType::F32)?)
     }
 
     /// The FCOS loss of a batch `(B, 3, H, W)` with one [`Target::Boxes`] per image (detection
@@ -130,7 +136,11 @@ impl TrainableNet {
             .detection
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("this run has no detection head"))?;
-        let features = self.backbone.model().forward_features(images)?;
+        let features = self
+            .backbone
+            .model()
+            .forward_features(images)?
+            .to_dtype(DType::F32)?;
         let output = detection.head.forward(&features)?;
         let levels = output.level_shapes();
         let config = &detection.config;

@@ -28,6 +28,7 @@ use super::detection_data::{
     DetectionTrainingSet, detection_items, detection_transform, write_ground_truth,
 };
 use super::ema::Ema;
+use super::loss_scale::{LossScaler, ScaledStep};
 use super::optimizer::{Optimizer, named_gradients};
 use super::progress::Progress;
 use super::trainable_net::TrainableNet;
@@ -70,6 +71,9 @@ pub struct TrainOutcome {
     pub skipped_steps: Vec<(usize, String)>,
     /// Whether the run stopped early at `stop_after_steps`.
     pub stopped_early: bool,
+    /// Optimiser steps skipped because an f16 gradient overflowed at the loss scale (the scale
+    /// was halved each time; a few at the start of an `f16-mixed` run are normal).
+    pub overflow_steps: usize,
 }
 
 /// Mean over the batch of the task's loss: a scalar that backpropagates.
@@ -309,6 +313,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                 best_metric: None,
                 history: Vec::new(),
                 epoch_loss: (0.0, 0),
+                loss_scale: None,
             },
             None,
             None,
@@ -319,6 +324,11 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
     if let Some(s) = &optimizer_state {
         optimizer.load_state(s)?;
     }
+    let mut scaler = LossScaler::new(cfg.precision.needs_loss_scaling());
+    if let Some(s) = state.loss_scale {
+        scaler.load_state(s);
+    }
+    let mut overflow_steps = 0usize;
     let mut ema = match cfg.ema_decay {
         Some(decay) => Some(Ema::new(
             decay,
@@ -430,7 +440,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                 Err(e) => return Err(e.into()),
             };
             let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            let grads = named_gradients(model.parameters(), &loss.backward()?);
+            let grads = named_gradients(model.parameters(), &scaler.scale_loss(&loss)?.backward()?);
             pending = Some(match pending.take() {
                 None => grads,
                 Some(mut sum) => {
@@ -458,6 +468,29 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                     *g = (&*g / accumulate as f64)?;
                 }
             }
+            if let ScaledStep::Overflow { scale } = scaler.unscale(&mut grads)? {
+                // No update from these batches; an f16 run retries at half the loss scale.
+                let message = if scaler.is_enabled() {
+                    overflow_steps += 1;
+                    format!(
+                        "gradient overflow at loss scale {scale}; step skipped, scale now {}",
+                        scaler.scale()
+                    )
+                } else {
+                    let message = format!(
+                        "epoch {} batch {}: a gradient is NaN or infinite; step skipped, weights unchanged",
+                        epoch + 1,
+                        state.batch_in_epoch
+                    );
+                    skipped_steps.push((state.step, message.clone()));
+                    message
+                };
+                state.loss_scale = scaler.is_enabled().then(|| scaler.state());
+                micro = 0;
+                progress.step(n, &format!("[{message}]"));
+                continue;
+            }
+            state.loss_scale = scaler.is_enabled().then(|| scaler.state());
             if let Some(max) = cfg.clip_grad {
                 clip_gradients(&mut grads, max)?;
             }
@@ -491,6 +524,7 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
                     final_state: model.state_dict()?,
                     skipped_steps,
                     stopped_early: true,
+                    overflow_steps,
                 });
             }
         }
@@ -569,5 +603,6 @@ pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutco
         final_state: model.state_dict()?,
         skipped_steps,
         stopped_early: false,
+        overflow_steps,
     })
 }

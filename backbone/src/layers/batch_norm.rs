@@ -215,8 +215,14 @@ impl BatchNormTrain {
         Ok(())
     }
 
-    /// Normalises `(N, C, H, W)`.
+    /// Normalises `(N, C, H, W)`. Half-precision inputs (f16/bf16) are normalised in f32 (the
+    /// statistics and γ/β stay f32 under mixed precision) and come back in their own dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if matches!(x.dtype(), DType::F16 | DType::BF16) {
+            return Ok(self
+                .forward(&x.to_dtype(DType::F32)?)?
+                .to_dtype(x.dtype())?);
+        }
         let c = x.dims()[1];
         let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
         let (mean, var) = if self.is_frozen() {
@@ -251,10 +257,11 @@ impl BatchNormTrain {
             (mean, var)
         };
         let inv_std = (var + BATCH_NORM_EPS)?.sqrt()?.recip()?;
-        let scale = inv_std.broadcast_mul(&per_channel(&self.weight)?)?;
-        Ok(x.broadcast_sub(&mean)?
+        let dtype = x.dtype();
+        let scale = inv_std.broadcast_mul(&per_channel(&self.weight.to_dtype(dtype)?)?)?;
+        Ok(x.broadcast_sub(&mean.to_dtype(dtype)?)?
             .broadcast_mul(&scale)?
-            .broadcast_add(&per_channel(&self.bias)?)?)
+            .broadcast_add(&per_channel(&self.bias.to_dtype(dtype)?)?)?)
     }
 
     /// Running statistics as state-dict tensors: `(running_mean, running_var, num_batches_tracked)`.

@@ -120,21 +120,23 @@ impl ConvNormAct {
     }
 
     /// Applies the unit to `(N, I, H, W)`.
+    ///
+    /// The weights are cast to `x`'s dtype first (a no-op unless a mixed-precision training net
+    /// keeps f32 weights under f16/bf16 activations).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = self.weight.to_dtype(x.dtype())?;
         let y = match &self.norm {
             Norm::Folded { bias } => {
-                conv2d_bias_act(x, &self.weight, bias, self.padding, self.activation)?
+                conv2d_bias_act(x, &weight, bias, self.padding, self.activation)?
             }
             Norm::Separate { scale, shift } => {
-                let y = conv2d(x, &self.weight, self.padding, 1)?;
+                let y = conv2d(x, &weight, self.padding, 1)?;
                 apply_activation(
                     &y.broadcast_mul(scale)?.broadcast_add(shift)?,
                     self.activation,
                 )?
             }
-            Norm::Train(bn) => {
-                bn.conv_forward_act(x, &self.weight, self.padding, self.activation)?
-            }
+            Norm::Train(bn) => bn.conv_forward_act(x, &weight, self.padding, self.activation)?,
         };
         match &self.blur {
             Some(blur) => blur.forward(&y),

@@ -73,8 +73,10 @@ impl Linear {
         self.bias.dims()[1]
     }
 
-    /// Applies the layer to `(N, in)`.
+    /// Applies the layer to `(N, in)`, in `x`'s dtype (the weights are cast to it).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(matmul(x, &self.weight.t()?)?.broadcast_add(&self.bias)?)
+        let dtype = x.dtype();
+        Ok(matmul(x, &self.weight.to_dtype(dtype)?.t()?)?
+            .broadcast_add(&self.bias.to_dtype(dtype)?)?)
     }
 }

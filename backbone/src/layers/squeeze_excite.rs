@@ -46,11 +46,14 @@ impl SqueezeExcite {
             .flatten_from(2)?
             .mean(D::Minus1)?
             .to_dtype(x.dtype())?;
-        let hidden = matmul(&squeezed, &self.fc1.t()?)?
-            .broadcast_add(&self.fc1_bias)?
+        // Weights in the activations' dtype (a no-op except under mixed precision).
+        let dtype = x.dtype();
+        let hidden = matmul(&squeezed, &self.fc1.to_dtype(dtype)?.t()?)?
+            .broadcast_add(&self.fc1_bias.to_dtype(dtype)?)?
             .relu()?;
         let gate = candle_nn::ops::sigmoid(
-            &matmul(&hidden, &self.fc2.t()?)?.broadcast_add(&self.fc2_bias)?,
+            &matmul(&hidden, &self.fc2.to_dtype(dtype)?.t()?)?
+                .broadcast_add(&self.fc2_bias.to_dtype(dtype)?)?,
         )?;
         channel_scale(x, &gate.reshape((n, c))?)
     }
