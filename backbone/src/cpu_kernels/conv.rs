@@ -6,15 +6,20 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::cache_size::l2_cache_bytes;
 use super::sgemm::{MatMut, MatRef, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
-/// product efficient). 256 measured 2–4 % faster than 512 for whole TResNet-M passes (batch 1 and
-/// 8, training too) on a 2-core Xeon: a 3×3 tile's column block (576 rows × 256 for 64 input
-/// channels, 590 KB) stays in L2 between im2col and the product.
-const TILE_PIXELS: usize = 256;
+/// product efficient). One pixel per 4 KiB of L2, between 64 and 256: a 3×3 tile's column block
+/// over 64 input channels (576 rows) then fills about half of L2 and stays there between im2col
+/// and the product. Measured on whole TResNet passes: 256 beat 512 by 2–4 % on a Xeon with 2 MiB
+/// of L2 (M, batch 1 and 8, training too); 128 beat 256 by 5–12 % on an EPYC with 512 KiB
+/// (L @448 batch 1, M batch 8 even or better).
+fn tile_pixels() -> usize {
+    (l2_cache_bytes() / 4096).clamp(64, 256)
+}
 
 /// The geometry of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +51,9 @@ impl ConvGeometry {
     /// The tiles covering the batch, in order.
     fn tiles(&self) -> Vec<Tile> {
         let hw = self.pixels();
-        if hw >= TILE_PIXELS {
-            let rows_per_tile = (TILE_PIXELS / self.width.max(1)).max(1);
+        let tile_pixels = tile_pixels();
+        if hw >= tile_pixels {
+            let rows_per_tile = (tile_pixels / self.width.max(1)).max(1);
             (0..self.batch)
                 .flat_map(|b| {
                     (0..self.height).step_by(rows_per_tile).map(move |y| Tile {
@@ -59,7 +65,7 @@ impl ConvGeometry {
                 })
                 .collect()
         } else {
-            let per_tile = (TILE_PIXELS / hw.max(1)).max(1);
+            let per_tile = (tile_pixels / hw.max(1)).max(1);
             (0..self.batch)
                 .step_by(per_tile)
                 .map(|b| Tile {

@@ -5,6 +5,7 @@
 //! use candle's own operations (see [`crate::layers::conv2d`]).
 
 mod blur;
+mod cache_size;
 mod conv;
 mod conv_bn_act_op;
 mod fused;
