@@ -33,7 +33,9 @@ def read_samples(stream):
             frames = None
             continue
         if not line.startswith((" ", "\t")):
-            thread, frames = line.split()[0], []
+            # "comm tid [cpu] time: …": threads share the comm (rayon workers inherit it), so
+            # the thread is the comm with its tid.
+            thread, frames = " ".join(line.split()[:2]), []
             continue
         parts = line.strip().split(" ", 1)
         if len(parts) == 2 and frames is not None:
