@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use tresnet::weights::{StateDict, random_state_dict};
-use tresnet::{Layout, TResNetConfig, TrainableTResNet};
+use tresnet::weights::StateDict;
+use tresnet::{TResNetConfig, TrainableTResNet};
 use tresnet_apps::training::{LossScaler, ScaledStep, named_gradients};
-use tresnet_tests::seeded_uniform;
+use tresnet_tests::{lively_state, seeded_uniform};
 
 fn tiny_config() -> TResNetConfig {
     TResNetConfig {
@@ -17,24 +17,6 @@ fn tiny_config() -> TResNetConfig {
         num_classes: 5,
         ..TResNetConfig::variant("tresnet_m").unwrap()
     }
-}
-
-/// Random weights with every residual branch live (timm zero-initialises each block's last γ).
-fn lively_state(config: &TResNetConfig) -> StateDict {
-    let mut state = random_state_dict(&Layout::new(config).unwrap(), 7).unwrap();
-    let keys: Vec<String> = state
-        .keys()
-        .filter(|k| k.ends_with("bn.weight"))
-        .map(str::to_string)
-        .collect();
-    for (i, k) in keys.into_iter().enumerate() {
-        let n = state.get(&k).unwrap().elem_count();
-        state.insert(
-            k,
-            seeded_uniform(300 + i as u64, 0.5, 1.5, &[n], DType::F32),
-        );
-    }
-    state
 }
 
 /// Logits (as f32) and unscaled parameter gradients of `Σ logits · probe` for one step.
@@ -77,7 +59,7 @@ fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
 /// rounding floor, f32 variables and statistics.
 fn check(compute: DType, tolerance: f64) {
     let config = tiny_config();
-    let state = lively_state(&config);
+    let state = lively_state(&config, 7, 300);
     let x = seeded_uniform(1, 0.0, 1.0, &[4, 3, 64, 64], DType::F32);
     let probe = seeded_uniform(2, -1.0, 1.0, &[4, 5], DType::F32);
     let reference = TrainableTResNet::new(&config, &state, DType::F32, &Device::Cpu).unwrap();
@@ -149,7 +131,7 @@ fn f16_mixed_precision_with_loss_scaling_follows_f32() {
 #[test]
 fn mixed_precision_refuses_a_full_precision_compute_type() {
     let config = tiny_config();
-    let state = lively_state(&config);
+    let state = lively_state(&config, 7, 300);
     let err = TrainableTResNet::mixed_precision(&config, &state, DType::F32, &Device::Cpu)
         .err()
         .unwrap();

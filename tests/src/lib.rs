@@ -122,3 +122,24 @@ pub fn seeded_uniform(seed: u64, low: f64, high: f64, shape: &[usize], dtype: DT
         .and_then(|t| t.to_dtype(dtype))
         .unwrap()
 }
+
+/// Random timm-initialised weights for `config` (from `seed`) with every batch norm's γ drawn
+/// uniform in `[0.5, 1.5)` (stream `gamma_seed + i` for the i-th), so no residual branch starts
+/// zeroed as timm's init leaves it and every gradient is non-trivial.
+pub fn lively_state(config: &tresnet::TResNetConfig, seed: u64, gamma_seed: u64) -> StateDict {
+    let layout = tresnet::Layout::new(config).unwrap();
+    let mut state = tresnet::weights::random_state_dict(&layout, seed).unwrap();
+    let keys: Vec<String> = state
+        .keys()
+        .filter(|k| k.ends_with("bn.weight"))
+        .map(str::to_string)
+        .collect();
+    for (i, k) in keys.into_iter().enumerate() {
+        let n = state.get(&k).unwrap().elem_count();
+        state.insert(
+            k,
+            seeded_uniform(gamma_seed + i as u64, 0.5, 1.5, &[n], DType::F32),
+        );
+    }
+    state
+}

@@ -3,9 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{BatchNormTrain, RunningStats};
-use tresnet::weights::random_state_dict;
-use tresnet::{BuildOptions, Layout, TResNet, TResNetConfig, TrainableTResNet};
-use tresnet_tests::{assert_close, seeded_uniform};
+use tresnet::{BuildOptions, TResNet, TResNetConfig, TrainableTResNet};
+use tresnet_tests::{assert_close, lively_state, seeded_uniform};
 
 #[test]
 fn batch_norm_uses_batch_statistics_and_updates_running_ones() {
@@ -77,28 +76,10 @@ fn tiny_config() -> TResNetConfig {
     }
 }
 
-/// Random weights with no zeroed branch (timm zero-initialises each block's last gamma).
-fn lively_state(config: &TResNetConfig) -> tresnet::weights::StateDict {
-    let mut state = random_state_dict(&Layout::new(config).unwrap(), 3).unwrap();
-    let keys: Vec<String> = state
-        .keys()
-        .filter(|k| k.ends_with("bn.weight"))
-        .map(str::to_string)
-        .collect();
-    for (i, k) in keys.into_iter().enumerate() {
-        let n = state.get(&k).unwrap().elem_count();
-        state.insert(
-            k,
-            seeded_uniform(100 + i as u64, 0.5, 1.5, &[n], DType::F32),
-        );
-    }
-    state
-}
-
 #[test]
 fn gradients_match_finite_differences_in_f64() {
     let config = tiny_config();
-    let state = lively_state(&config);
+    let state = lively_state(&config, 3, 100);
     let net = TrainableTResNet::new(&config, &state, DType::F64, &Device::Cpu).unwrap();
     let x = seeded_uniform(1, 0.0, 1.0, &[2, 3, 64, 64], DType::F64);
     let probe = seeded_uniform(2, -1.0, 1.0, &[2, 3], DType::F64);
@@ -163,7 +144,7 @@ fn gradients_match_finite_differences_in_f64() {
 #[test]
 fn trained_state_loads_into_the_inference_network() {
     let config = tiny_config();
-    let state = lively_state(&config);
+    let state = lively_state(&config, 3, 100);
     let net = TrainableTResNet::new(&config, &state, DType::F32, &Device::Cpu).unwrap();
     let x = Tensor::rand(0f32, 1.0, (4, 3, 64, 64), &Device::Cpu).unwrap();
     // A few "training" forwards move the running statistics.
