@@ -49,6 +49,12 @@ fn bench_reports_throughput_for_inference_and_training() {
         let per_sec = r["infer_samples_per_sec"].as_f64().unwrap();
         assert!(per_sec.is_finite() && per_sec > 0.0, "{r}");
         assert_eq!(r["max_batch_size"], Value::Null);
+        let convolutions = if cfg!(feature = "cudnn") {
+            "cudnn"
+        } else {
+            "candle"
+        };
+        assert_eq!(r["cuda_convolutions"], convolutions, "{r}");
     }
 }
 
@@ -92,7 +98,17 @@ fn op_bench_lists_and_times_cases() {
     assert_eq!(timed.len(), 1);
     assert!(timed[0]["ours_ms"].as_f64().unwrap() > 0.0);
     assert!(timed[0]["candle_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(timed[0]["device"], "cpu");
+    assert_eq!(timed[0]["dtype"], "f32");
     let out = run(env!("CARGO_BIN_EXE_op-bench"), &["--only", "no such op"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("matches no case"));
+    // Half-precision timings are for GPU kernels; the CPU ones are f32.
+    let out = run(
+        env!("CARGO_BIN_EXE_op-bench"),
+        &["--only", "blur", "--dtype", "f16"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dtype f16") && err.contains("f32"), "{err}");
 }

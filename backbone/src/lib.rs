@@ -24,6 +24,8 @@ pub mod blocks;
 mod build_options;
 pub mod config;
 pub mod cpu_kernels;
+#[cfg(feature = "cuda")]
+pub mod cuda_kernels;
 mod error;
 mod features;
 pub mod hub_config;

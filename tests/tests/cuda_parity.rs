@@ -1,11 +1,13 @@
 //! Every CUDA path against the CPU path, so that the first run on a GPU checks everything at
-//! once: the tiny timm fixtures in f32 / f16 / bf16, TResNet-M in f16, the detection head,
-//! and a training step's gradients. Built only with `--features cuda`; on a machine without a
-//! usable GPU each test prints why it skipped and passes.
+//! once: the tiny timm fixtures in f32 / f16 / bf16, TResNet-M in f16, the detection head, a
+//! training step's gradients (f32 and mixed precision), and the blur kernel both ways. Built
+//! only with `--features cuda`; on a machine without a usable GPU each test prints why it
+//! skipped and passes.
 #![cfg(feature = "cuda")]
 #![allow(clippy::print_stderr)]
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use tresnet::layers::BlurPool;
 use tresnet::weights::random_state_dict;
 use tresnet::{BuildOptions, HubConfig, Layout, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_heads::detection::{
@@ -214,6 +216,79 @@ fn a_mixed_precision_training_step_follows_the_cpu_f32_gradients() {
         for ((name, a), (_, b)) in gpu.iter().zip(&cpu) {
             let err = relative_error(a, b);
             assert!(err < tolerance, "{compute:?} {name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn the_blur_kernel_matches_the_cpu_forward_and_backward_in_every_dtype() {
+    let Some(device) = gpu() else { return };
+    // Odd and even sides (reflection at the far edge differs), the 2×2 minimum, a model shape.
+    for (seed, shape) in [
+        (20, [2, 3, 7, 9]),
+        (21, [1, 4, 2, 2]),
+        (22, [1, 2, 5, 2]),
+        (23, [2, 64, 56, 56]),
+    ] {
+        let x = seeded_uniform(seed, -1.0, 1.0, &shape, DType::F32);
+        let (ho, wo) = (shape[2].div_ceil(2), shape[3].div_ceil(2));
+        let probe = seeded_uniform(
+            seed + 100,
+            -1.0,
+            1.0,
+            &[shape[0], shape[1], ho, wo],
+            DType::F32,
+        );
+        // Gradient of Σ probe · blur(x) with respect to x.
+        let forward_backward = |x: &Tensor, probe: &Tensor, generic: bool| {
+            let var = Var::from_tensor(x).unwrap();
+            let y = if generic {
+                BlurPool.forward_generic(var.as_tensor())
+            } else {
+                BlurPool.forward(var.as_tensor())
+            }
+            .unwrap();
+            let loss = (y.to_dtype(DType::F32).unwrap() * probe)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grad = loss.backward().unwrap().get(&var).unwrap().clone();
+            (y, grad)
+        };
+        let (want_y, want_grad) = forward_backward(&x, &probe, false);
+        for (dtype, tolerance) in [
+            (DType::F32, 1e-5),
+            (DType::F16, 2e-3),
+            (DType::BF16, 1.6e-2),
+        ] {
+            let xg = x.to_device(&device).unwrap().to_dtype(dtype).unwrap();
+            let pg = probe.to_device(&device).unwrap();
+            let (y, grad) = forward_backward(&xg, &pg, false);
+            assert_eq!(y.dtype(), dtype);
+            assert_eq!(grad.dtype(), dtype);
+            let (y_err, grad_err) = (
+                relative_error(&y, &want_y),
+                relative_error(&grad, &want_grad),
+            );
+            eprintln!("blur {shape:?} {dtype:?}: forward {y_err:.2e}, gradient {grad_err:.2e}");
+            assert!(
+                y_err < tolerance,
+                "blur {shape:?} {dtype:?} forward: {y_err}"
+            );
+            assert!(
+                grad_err < tolerance,
+                "blur {shape:?} {dtype:?} gradient: {grad_err}"
+            );
+            // The kernel and the generic tensor path on the same device agree as well.
+            let (generic_y, generic_grad) = forward_backward(&xg, &pg, true);
+            assert!(
+                relative_error(&y, &generic_y) < tolerance,
+                "{shape:?} {dtype:?}"
+            );
+            assert!(
+                relative_error(&grad, &generic_grad) < tolerance,
+                "{shape:?} {dtype:?}"
+            );
         }
     }
 }

@@ -258,6 +258,8 @@ fn run(cli: Cli) -> Result<()> {
                 "param_count": param_count,
                 "device": cli.runtime.device,
                 "dtype": cli.runtime.dtype,
+                // Which convolutions a CUDA run used: candle's default path or cuDNN.
+                "cuda_convolutions": if cfg!(feature = "cudnn") { "cudnn" } else { "candle" },
             })
         ),
         other => bail!("--format {other}: expected csv or json"),

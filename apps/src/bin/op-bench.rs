@@ -1,8 +1,10 @@
-//! `op-bench`: per-operation CPU timings on ResNet-like shapes — this project's kernels against
+//! `op-bench`: per-operation timings on ResNet-like shapes — this project's kernels against
 //! candle's own operations for the same computation — as JSON lines, one per case.
 //!
 //! `scripts/bench_ops_vs_torch.sh` runs it next to `scripts/torch_op_bench.py` (the same cases,
-//! read from `op-bench --list`) and prints one table with the ratios.
+//! read from `op-bench --list`) and prints one table with the ratios. On a CUDA build,
+//! `--device cuda --dtype f16|bf16|f32` times the operations that have their own GPU kernel (the
+//! blur) against the tensor-operation path the kernel replaced.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Instant;
@@ -21,11 +23,12 @@ use tresnet_apps::cli::RuntimeFlags;
 #[derive(Debug, Parser)]
 #[command(
     name = "op-bench",
-    about = "Time TResNet's operations on the CPU: our kernels vs candle's operations",
-    long_about = "Runs each case (an operation on a ResNet-like shape) with this project's CPU \
+    about = "Time TResNet's operations: our kernels vs candle's operations",
+    long_about = "Runs each case (an operation on a ResNet-like shape) with this project's \
                   kernel and with candle's reference operations, after warm-up, and prints one \
                   JSON line per case with the median times in milliseconds. `--list` prints the \
-                  cases only (what scripts/torch_op_bench.py reads)."
+                  cases only (what scripts/torch_op_bench.py reads). The CPU cases run in f32; \
+                  `--device cuda` runs the cases with a GPU kernel of their own, in --dtype."
 )]
 struct Cli {
     #[command(flatten)]
@@ -213,9 +216,9 @@ struct Inputs {
     bias: Option<Tensor>,
 }
 
-fn inputs(case: &Case, batch: usize, device: &Device) -> Result<Inputs> {
+fn inputs(case: &Case, batch: usize, device: &Device, dtype: DType) -> Result<Inputs> {
     let (c, h, w) = case.chw;
-    let x = Tensor::randn(0f32, 1f32, (batch, c, h, w), device)?;
+    let x = Tensor::randn(0f32, 1f32, (batch, c, h, w), device)?.to_dtype(dtype)?;
     let (other, bias) = match case.kind {
         OpKind::ConvBiasAct {
             kernel,
@@ -318,6 +321,11 @@ fn run_candle(case: &Case, i: &Inputs) -> Result<()> {
                 .sum_all()?
                 .backward()?;
         }
+        OpKind::Blur if !i.x.device().is_cpu() => {
+            // On a GPU candle's grouped convolution runs one group at a time: the fair
+            // reference is the separable tensor-operation path the kernel replaced.
+            BlurPool.forward_generic(&i.x)?;
+        }
         OpKind::Blur => {
             // A depthwise stride-2 convolution with the binomial filter (candle has no reflect
             // padding; zero padding costs the same).
@@ -360,15 +368,23 @@ fn batch_norm(channels: usize, device: &Device) -> Result<BatchNormTrain> {
     ))
 }
 
-/// Median milliseconds of `iters` runs after `warmup` untimed ones.
-fn time_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Median milliseconds of `iters` runs after `warmup` untimed ones, each run waited for on
+/// `device` (GPU work is asynchronous).
+fn time_ms(
+    device: &Device,
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..warmup {
         f()?;
     }
+    device.synchronize()?;
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
         f()?;
+        device.synchronize()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -389,8 +405,12 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--batch-size and --iters must be at least 1");
     }
     let device = cli.runtime.device()?;
-    if !device.is_cpu() {
-        bail!("op-bench times the CPU kernels; use --device cpu");
+    let dtype = cli.runtime.dtype()?;
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!(
+            "--dtype {}: the CPU kernels are f32 ones",
+            cli.runtime.dtype
+        );
     }
     let selected: Vec<Case> = cases()
         .into_iter()
@@ -399,20 +419,32 @@ fn run(cli: Cli) -> Result<()> {
                 .as_ref()
                 .is_none_or(|s| c.name.contains(s.as_str()))
         })
+        // Elsewhere than the CPU only the blur has a kernel of its own.
+        .filter(|c| device.is_cpu() || matches!(c.kind, OpKind::Blur))
         .collect();
     if selected.is_empty() {
-        bail!("--only {:?} matches no case", cli.only.unwrap_or_default());
+        bail!(
+            "--only {:?} matches no case{}",
+            cli.only.unwrap_or_default(),
+            if device.is_cpu() {
+                ""
+            } else {
+                " with a GPU kernel (blur)"
+            }
+        );
     }
     for case in &selected {
         let mut line = describe(case, cli.batch_size);
         if !cli.list {
-            let i = inputs(case, cli.batch_size, &device)?;
-            let ours = time_ms(cli.warmup, cli.iters, || run_ours(case, &i))?;
+            let i = inputs(case, cli.batch_size, &device, dtype)?;
+            let ours = time_ms(&device, cli.warmup, cli.iters, || run_ours(case, &i))?;
             let candle = if cli.ours_only {
                 f64::NAN
             } else {
-                time_ms(cli.warmup, cli.iters, || run_candle(case, &i))?
+                time_ms(&device, cli.warmup, cli.iters, || run_candle(case, &i))?
             };
+            line["device"] = json!(cli.runtime.device);
+            line["dtype"] = json!(cli.runtime.dtype);
             line["ours_ms"] = json!(ours);
             line["candle_ms"] = json!(candle);
             eprintln!(

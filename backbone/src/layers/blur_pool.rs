@@ -8,29 +8,44 @@ use crate::error::{Error, Result};
 /// Fixed 3×3 binomial blur `[1,2,1]ᵀ[1,2,1] / 16` with reflect padding 1 and stride 2, applied to
 /// every channel (timm `BlurPool2d(filt_size=3)`): `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)`.
 ///
-/// f32 on the CPU runs a direct kernel; elsewhere the separable filter is applied along each axis
-/// with tensor operations (no grouped convolution, which candle would run one group at a time).
+/// f32 on the CPU, and f32/f16/bf16 on CUDA (feature `cuda`), run one kernel; elsewhere the
+/// separable filter is applied along each axis with tensor operations
+/// ([`BlurPool::forward_generic`]; no grouped convolution, which candle would run one group at a
+/// time).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BlurPool;
 
 impl BlurPool {
     /// Blurs and subsamples; both sides must be at least 2 (reflect padding needs a neighbour).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        if h < 2 || w < 2 {
-            return Err(Error::InputShape {
-                shape: x.dims().to_vec(),
-                reason: format!(
-                    "a {h}×{w} feature map is too small to downsample with reflect padding; use a \
-                     larger input image (at least 20×20 pixels)"
-                ),
-            });
-        }
+        check_side(x)?;
         if let Some(y) = fast_blur(x)? {
             return Ok(y);
         }
+        self.forward_generic(x)
+    }
+
+    /// The same blur with tensor operations only (what devices without a kernel run), on every
+    /// device and dtype: the reference the kernels are tested and benchmarked against.
+    pub fn forward_generic(&self, x: &Tensor) -> Result<Tensor> {
+        check_side(x)?;
         blur_axis(&blur_axis(x, 3)?, 2)
     }
+}
+
+/// Both sides must be at least 2: reflect padding needs a neighbour.
+fn check_side(x: &Tensor) -> Result<()> {
+    let (_, _, h, w) = x.dims4()?;
+    if h < 2 || w < 2 {
+        return Err(Error::InputShape {
+            shape: x.dims().to_vec(),
+            reason: format!(
+                "a {h}×{w} feature map is too small to downsample with reflect padding; use a \
+                     larger input image (at least 20×20 pixels)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Blur-and-subsample along one axis with reflect padding:

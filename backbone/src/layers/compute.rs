@@ -82,13 +82,23 @@ pub fn channel_scale(x: &Tensor, gate: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)?)
 }
 
-/// The anti-aliasing blur on `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)` with the CPU kernel, or
-/// `None` when the tensor is not an f32 CPU tensor.
+/// The anti-aliasing blur on `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)` as one kernel (f32 on the
+/// CPU; f32, f16 and bf16 on CUDA with the `cuda` feature), or `None` where no kernel applies.
 pub fn fast_blur(x: &Tensor) -> Result<Option<Tensor>> {
-    if is_cpu_f32(x) && x.rank() == 4 {
+    if x.rank() == 4 && blur_kernel_applies(x) {
         return Ok(Some(x.contiguous()?.apply_op1(BlurOp)?));
     }
     Ok(None)
+}
+
+fn blur_kernel_applies(x: &Tensor) -> bool {
+    match x.device() {
+        candle_core::Device::Cpu => x.dtype() == DType::F32,
+        candle_core::Device::Cuda(_) => {
+            cfg!(feature = "cuda") && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        }
+        _ => false,
+    }
 }
 
 fn widen_on_cpu(t: &Tensor) -> bool {
