@@ -96,7 +96,8 @@ for feature in "${features[@]}"; do
   cargo build --release --features "$feature" "${packages[@]}" "${targets[@]}" "$@"
   if [ "$feature" = cudnn ]; then
     mkdir -p target-cuda/release/cudnn
-    find target-cuda/release -maxdepth 1 -type f -perm -u+x -exec cp -f {} target-cuda/release/cudnn/ \;
+    find target-cuda/release -maxdepth 1 -type f -perm -u+x ! -name cuda_parity \
+      -exec cp -f {} target-cuda/release/cudnn/ \;
     echo "build-cuda: cuDNN binaries in target-cuda/release/cudnn" >&2
   fi
 done
@@ -109,6 +110,11 @@ if [ "$cuda_tests" = 1 ]; then
   for feature in "${features[@]}"; do
     LD_LIBRARY_PATH=$runtime${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
       cargo test --release --features "$feature" "${packages[@]}" --test cuda_parity "$@" -- --nocapture
+    # Beside the binaries of its build, for scripts/gpu_pack.sh.
+    exe=$(cargo test --release --features "$feature" "${packages[@]}" --test cuda_parity --no-run "$@" 2>&1 \
+      | grep -o 'target-cuda/release/deps/cuda_parity-[0-9a-f]*' | tail -1)
+    dest=target-cuda/release; [ "$feature" = cudnn ] && dest=$dest/cudnn
+    cp -f "$exe" "$dest/cuda_parity"
   done
   if [ "$without_gpu" = 1 ]; then
     benches=(target-cuda/release/bench)

@@ -9,6 +9,8 @@
 #        CUDNN_BENCH (default: cudnn/bench next to BENCH_BINARY, built by CUDNN=1
 #        scripts/build-cuda.sh): where it exists, its figures (convolutions through cuDNN) get
 #        their own columns.
+#        MODELS="resnet50:224 tresnet_m:224 tresnet_l:224 tresnet_xl:224 tresnet_l:448" (model:size)
+#        MODES="infer train"   MAX_BATCH=1 (0 skips the largest-batch table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:-target-cuda/release/bench}
@@ -19,6 +21,8 @@ batch=${BATCH:-64}
 train_batch=${TRAIN_BATCH:-32}
 iters=${ITERS:-20}
 warmup=${WARMUP:-5}
+models=${MODELS:-resnet50:224 tresnet_m:224 tresnet_l:224 tresnet_xl:224 tresnet_l:448}
+modes=${MODES:-infer train}
 if [ -z "${LD_LIBRARY_PATH:-}" ]; then
   nv=$("$python" -c "import nvidia, sys; sys.stdout.write(list(nvidia.__path__)[0])")
   LD_LIBRARY_PATH=$(find "$nv" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)
@@ -62,9 +66,9 @@ except (ValueError, ZeroDivisionError):
   echo
   echo "| mode | model | size | batch | ours img/s | ours cuDNN img/s | timm img/s | timm CL img/s | ours / timm | ours / timm CL | cuDNN / timm | cuDNN / timm CL |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for mode in infer train; do
+  for mode in $modes; do
     b=$batch; [ "$mode" = train ] && b=$train_batch
-    for spec in resnet50:224 tresnet_m:224 tresnet_l:224 tresnet_xl:224 tresnet_l:448; do
+    for spec in $models; do
       model=${spec%%:*}; size=${spec##*:}
       o="n/a"; oc="n/a"
       if [ "$model" != resnet50 ]; then
@@ -76,19 +80,21 @@ except (ValueError, ZeroDivisionError):
       echo "| $mode | $model | $size | $b | $o | $oc | $t | $tc | $(ratio "$o" "$t") | $(ratio "$o" "$tc") | $(ratio "$oc" "$t") | $(ratio "$oc" "$tc") |"
     done
   done
-  echo
-  echo "Largest batch that fits (ours, \`bench --max-batch\`: doubling from 64, then bisecting) and img/s at it:"
-  echo
-  echo "| mode | model | size | largest batch | img/s at it |"
-  echo "|---|---|---|---|---|"
-  for mode in infer train; do
-    for model in tresnet_m tresnet_l tresnet_xl; do
-      args=(--backbone "$model" --input-size 224 -b 64 --max-batch --device cuda --iters "$iters" --warmup 2 --format json)
-      if [ "$mode" = train ]; then args+=(--train); fi
-      args+=(--dtype f16)
-      line=$("$bench" "${args[@]}" 2>/dev/null | tail -1 || true)
-      echo "| $mode | $model | 224 | $("$python" -c "import json, sys; r = json.loads(sys.argv[1] or '{}'); print(r.get('max_batch_size', 'n/a'), '|', round(r['infer_samples_per_sec'], 1) if r else 'n/a')" "$line") |"
+  if [ "${MAX_BATCH:-1}" != 0 ]; then
+    echo
+    echo "Largest batch that fits (ours, \`bench --max-batch\`: doubling from 64, then bisecting) and img/s at it:"
+    echo
+    echo "| mode | model | size | largest batch | img/s at it |"
+    echo "|---|---|---|---|---|"
+    for mode in $modes; do
+      for model in tresnet_m tresnet_l tresnet_xl; do
+        args=(--backbone "$model" --input-size 224 -b 64 --max-batch --device cuda --iters "$iters" --warmup 2 --format json)
+        if [ "$mode" = train ]; then args+=(--train); fi
+        args+=(--dtype f16)
+        line=$("$bench" "${args[@]}" 2>/dev/null | tail -1 || true)
+        echo "| $mode | $model | 224 | $("$python" -c "import json, sys; r = json.loads(sys.argv[1] or '{}'); print(r.get('max_batch_size', 'n/a'), '|', round(r['infer_samples_per_sec'], 1) if r else 'n/a')" "$line") |"
+      done
     done
-  done
+  fi
 } | tee "$out"
 echo "written to $out" >&2

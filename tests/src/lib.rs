@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use tresnet::weights::StateDict;
 
-/// Path of a file under `tests/fixtures/`.
+/// Path of a file under `tests/fixtures/`, or under `$TRESNET_FIXTURES` where that is set (a
+/// test binary carried to another machine, where the source tree sits elsewhere).
 pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
+    std::env::var_os("TRESNET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures"))
         .join(name)
 }
 
