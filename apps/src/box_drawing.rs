@@ -36,12 +36,20 @@ pub struct DrawnBox {
     pub bbox: BoxXyxy,
 }
 
-/// The image enlarged to at least 256 pixels on its shorter side (integer factor, at most 8;
-/// nearest neighbour so pixels stay pixels), with `boxes` drawn on it.
+/// Largest enlarged canvas (16 M pixels): enlarging stops at the factor that stays below it.
+pub const MAX_ENLARGED_PIXELS: u64 = 1 << 24;
+
+/// The image enlarged to at least 256 pixels on its shorter side (integer factor, at most 8, and
+/// no larger than keeps the canvas within [`MAX_ENLARGED_PIXELS`]; nearest neighbour so pixels
+/// stay pixels), with `boxes` drawn on it.
 pub fn draw_boxes(image: &RgbImage, boxes: &[DrawnBox]) -> Result<RgbImage> {
     let font = FontRef::try_from_slice(FONT).context("the embedded font is invalid")?;
     let short = image.width().min(image.height()).max(1);
-    let factor = 256u32.div_ceil(short).clamp(1, 8);
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    let mut factor = 256u32.div_ceil(short).clamp(1, 8);
+    while factor > 1 && pixels * u64::from(factor * factor) > MAX_ENLARGED_PIXELS {
+        factor -= 1;
+    }
     let mut canvas = imageops::resize(
         image,
         image.width() * factor,

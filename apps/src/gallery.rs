@@ -147,8 +147,8 @@ pub fn write_gallery(
     failures: &[(String, String)],
 ) -> Result<()> {
     let html = render_gallery(title, items, failures);
-    let tmp = tresnet::weights::temporary_sibling(path);
-    std::fs::write(&tmp, html)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
+    tresnet_io::atomic_write(path, tresnet_io::Durability::Atomic, |w| {
+        std::io::Write::write_all(w, html.as_bytes())
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }

@@ -6,9 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use tresnet::pretrained::find_pretrained;
-use tresnet::weights::{
-    ResolvedWeights, StateDict, model_config, resolve_weights, temporary_sibling,
-};
+use tresnet::weights::{ResolvedWeights, StateDict, model_config, resolve_weights};
 use tresnet::{BuildOptions, HubConfig, TResNet, TResNetConfig};
 use tresnet_data::{PreprocessConfig, ResizeMode};
 
@@ -79,6 +77,39 @@ impl ModelBundle {
         })
     }
 
+    /// The bundle if its parts agree: one label name and one threshold (finite, in `[0, 1]`) per
+    /// class the model scores. A bundle that disagrees is refused when it is loaded, for every
+    /// task, instead of failing at the first photo.
+    fn checked(self) -> Result<Self> {
+        let classes = self.num_classes();
+        if let Some(labels) = &self.labels
+            && labels.len() != classes
+        {
+            anyhow::bail!(
+                "{}: {} label names for a model of {classes} classes",
+                self.source,
+                labels.len()
+            );
+        }
+        if let Some(thresholds) = &self.thresholds {
+            if thresholds.len() != classes {
+                anyhow::bail!(
+                    "{}: {} thresholds for a model of {classes} classes",
+                    self.source,
+                    thresholds.len()
+                );
+            }
+            if let Some((i, t)) = thresholds
+                .iter()
+                .enumerate()
+                .find(|(_, t)| !(0.0..=1.0).contains(*t))
+            {
+                anyhow::bail!("{}: threshold {i} is {t}, not in [0, 1]", self.source);
+            }
+        }
+        Ok(self)
+    }
+
     /// Class names, or `class_<i>` when the model carries none.
     pub fn class_names(&self) -> Vec<String> {
         match &self.labels {
@@ -141,6 +172,14 @@ pub fn parse_resize_mode(spec: &str) -> Result<ResizeMode> {
 /// Loads the model the flags describe; with neither `--backbone` nor `--weights`, the embedded
 /// default.
 pub fn load_bundle(
+    flags: &ModelFlags,
+    runtime: &RuntimeFlags,
+    overrides: &PreprocessOverrides,
+) -> Result<ModelBundle> {
+    load_unchecked(flags, runtime, overrides)?.checked()
+}
+
+fn load_unchecked(
     flags: &ModelFlags,
     runtime: &RuntimeFlags,
     overrides: &PreprocessOverrides,
@@ -451,9 +490,10 @@ pub fn write_bundle(dir: &Path, state: &StateDict, info: &BundleInfo) -> Result<
         config["canvas_fit"] = serde_json::to_value(info.canvas_fit)?;
     }
     let path = dir.join("config.json");
-    let tmp = temporary_sibling(&path);
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("writing {}", path.display()))?;
+    let bytes = serde_json::to_vec_pretty(&config)?;
+    tresnet_io::atomic_write(&path, tresnet_io::Durability::Durable, |w| {
+        std::io::Write::write_all(w, &bytes)
+    })
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

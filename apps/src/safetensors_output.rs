@@ -6,10 +6,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
-use tresnet::weights::temporary_sibling;
 
 /// Writes `tensors` (any device; stored as they are, f32/f16/bf16/i64/u8) and `metadata` to `path`
-/// through a temporary file in the same directory, renamed into place only when complete.
+/// with [`tresnet_io::atomic_write`] (exclusive temporary file, synced, renamed into place).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
@@ -36,16 +35,12 @@ pub fn write_safetensors(
             Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?))
         })
         .collect::<Result<_>>()?;
-    let tmp = temporary_sibling(path);
-    let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .with_context(|| format!("serialising {}", path.display()))?;
+    tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+        std::io::Write::write_all(w, &bytes)
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {

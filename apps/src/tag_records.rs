@@ -62,36 +62,27 @@ pub fn short_id(text: &str) -> String {
     format!("{h:016x}")
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
+use tresnet_io::{csv_field, csv_records};
 
-fn parse_csv_line(line: &str) -> Option<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
+/// Label names in the CSV labels field escape `%`, `;` and `:` (`%25`, `%3B`, `%3A`) so that
+/// `name:score;name:score` splits back exactly.
+fn escape_label(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ';' => out.push_str("%3B"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
         }
     }
-    if quoted {
-        return None;
-    }
-    fields.push(cur);
-    Some(fields)
+    out
+}
+
+fn unescape_label(text: &str) -> String {
+    text.replace("%3B", ";")
+        .replace("%3A", ":")
+        .replace("%25", "%")
 }
 
 impl TagRecord {
@@ -103,7 +94,7 @@ impl TagRecord {
                 let labels: Vec<String> = self
                     .labels
                     .iter()
-                    .map(|l| format!("{}:{:.4}", l.label, l.score))
+                    .map(|l| format!("{}:{:.4}", escape_label(&l.label), l.score))
                     .collect();
                 format!(
                     "{},{},{},{}\n",
@@ -126,7 +117,7 @@ impl TagRecord {
             .map(|s| {
                 let (l, v) = s.rsplit_once(':')?;
                 Some(Label {
-                    label: l.to_string(),
+                    label: unescape_label(l),
                     score: v.parse().ok()?,
                 })
             })
@@ -143,54 +134,117 @@ impl TagRecord {
 /// The header line of the CSV format.
 pub const CSV_HEADER: &str = "file,model,labels,error\n";
 
-/// Records already in an output file. For the appended formats a last line cut short by a killed
-/// run is dropped and the file rewritten without it (atomically), so appending resumes cleanly.
+/// Records already in an output file, read as the writer wrote them.
+///
+/// The file is read as bytes: a killed run may have cut its last record anywhere, even inside a
+/// multi-byte character. For the appended formats that cut record is dropped and the file rewritten
+/// without it (atomically), so appending resumes cleanly; a damaged record before the end is an
+/// error naming its line.
 pub fn read_existing(path: &Path, format: Format) -> Result<Vec<TagRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match tresnet_io::read_limited(path, MAX_RECORDS_BYTES) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     if format == Format::Json {
-        if text.trim().is_empty() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Vec::new());
         }
-        return serde_json::from_str(&text)
+        return serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a tag JSON array", path.display()));
     }
+    // Everything up to the last newline was written whole; what follows is the cut record.
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..whole]).map_err(|e| {
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        anyhow::anyhow!("{}: line {line} is not UTF-8", path.display())
+    })?;
+    let unreadable = |line: usize, body: &str| {
+        anyhow::anyhow!(
+            "{}: unreadable record on line {line}: `{}`",
+            path.display(),
+            body.chars().take(80).collect::<String>()
+        )
+    };
     let mut records = Vec::new();
-    let mut good_bytes = 0usize;
-    for line in text.split_inclusive('\n') {
-        let complete = line.ends_with('\n');
-        let body = line.trim_end_matches('\n');
-        if format == Format::Csv && good_bytes == 0 && body == CSV_HEADER.trim_end() {
-            good_bytes += line.len();
-            continue;
-        }
-        let parsed = match format {
-            Format::Jsonl => serde_json::from_str::<TagRecord>(body).ok(),
-            _ => parse_csv_line(body).and_then(|f| TagRecord::from_csv_fields(&f)),
-        };
-        match parsed {
-            Some(r) if complete => {
-                records.push(r);
-                good_bytes += line.len();
+    let mut good_bytes = whole;
+    match format {
+        Format::Jsonl => {
+            for (n, line) in text.split_terminator('\n').enumerate() {
+                let record =
+                    serde_json::from_str::<TagRecord>(line).map_err(|_| unreadable(n + 1, line))?;
+                records.push(record);
             }
-            _ if !complete => break, // the line a killed run was writing
-            _ => bail!(
-                "{}: unreadable record `{}`",
-                path.display(),
-                body.chars().take(80).collect::<String>()
-            ),
+        }
+        _ => {
+            let mut start = 0;
+            for (i, (fields, end)) in csv_records(text).into_iter().enumerate() {
+                let body = &text[start..end];
+                let line = 1 + text[..start].matches('\n').count();
+                start = end;
+                if i == 0 && body.trim_end() == CSV_HEADER.trim_end() {
+                    continue;
+                }
+                records.push(
+                    TagRecord::from_csv_fields(&fields).ok_or_else(|| unreadable(line, body))?,
+                );
+            }
+            // After the last complete record: a quoted field left open by a killed run.
+            good_bytes = start;
         }
     }
-    if good_bytes < text.len() {
-        let tmp = tresnet::weights::temporary_sibling(path);
-        std::fs::write(&tmp, &text.as_bytes()[..good_bytes])
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("repairing {}", path.display()))?;
+    if good_bytes < bytes.len() {
+        tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+            w.write_all(&bytes[..good_bytes])
+        })
+        .with_context(|| format!("repairing {}", path.display()))?;
     }
     Ok(records)
+}
+
+/// Largest records file read back (4 GiB: some 20 million photos).
+const MAX_RECORDS_BYTES: u64 = 4 << 30;
+
+/// One record per photo: for each file (compared by `key`), the last record written, which
+/// supersedes earlier ones (a retry of a broken photo, a re-tag with another model). Files keep
+/// the order of their first record.
+pub fn latest_per_file(records: Vec<TagRecord>, key: impl Fn(&str) -> String) -> Vec<TagRecord> {
+    let mut slot: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<TagRecord> = Vec::new();
+    for record in records {
+        match slot.entry(key(&record.file)) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = record,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(record);
+            }
+        }
+    }
+    out
+}
+
+/// Rewrites `path` atomically and durably with exactly `records` in `format` (CSV with its
+/// header).
+pub fn rewrite(path: &Path, records: &[TagRecord], format: Format) -> Result<()> {
+    let mut text = String::new();
+    match format {
+        Format::Json => text = serde_json::to_string_pretty(records)?,
+        Format::Csv | Format::Jsonl => {
+            if format == Format::Csv {
+                text.push_str(CSV_HEADER);
+            }
+            for r in records {
+                text.push_str(&r.to_line(format)?);
+            }
+        }
+    }
+    tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+        w.write_all(text.as_bytes())
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Files already tagged by `model` (photos that failed are tried again).

@@ -128,19 +128,34 @@ pub fn merge_keywords(doc: &str, keywords: &[String]) -> Result<String> {
     })
 }
 
+/// Largest sidecar read for merging (16 MiB; real ones are a few KiB).
+const MAX_SIDECAR_BYTES: u64 = 16 << 20;
+
 /// Writes or merges the sidecar of `photo` with `keywords` (atomically).
 pub fn write_sidecar(photo: &Path, keywords: &[String]) -> Result<PathBuf> {
     let path = sidecar_path(photo);
-    let doc = match std::fs::read_to_string(&path) {
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            bail!(
+                "{}: is a symbolic link; refused, left as it is",
+                path.display()
+            )
+        }
+        Ok(meta) if meta.permissions().readonly() => {
+            bail!("{}: is read-only; left as it is", path.display())
+        }
+        _ => {}
+    }
+    let doc = match tresnet_io::read_text_limited(&path, MAX_SIDECAR_BYTES) {
         Ok(existing) => merge_keywords(&existing, keywords)
             .with_context(|| format!("{}: not merged", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_document(keywords),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let tmp = tresnet::weights::temporary_sibling(&path);
-    std::fs::write(&tmp, doc)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("writing {}", path.display()))?;
+    tresnet_io::atomic_write(&path, tresnet_io::Durability::Durable, |w| {
+        std::io::Write::write_all(w, doc.as_bytes())
+    })
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

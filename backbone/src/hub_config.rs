@@ -50,7 +50,8 @@ pub struct HubConfig {
 impl HubConfig {
     /// Reads and parses `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text =
+            tresnet_io::read_text_limited(path, 256 << 20).map_err(|e| Error::io(path, e))?;
         Self::parse(&text).map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 

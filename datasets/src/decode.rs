@@ -1,7 +1,7 @@
 //! Decoding image files to upright 8-bit RGB, the way PIL's `Image.open(p)` + EXIF transpose +
 //! `convert('RGB')` sees them.
 
-use std::io::{BufReader, Cursor, Read};
+use std::io::Cursor;
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
@@ -19,10 +19,12 @@ pub struct DecodeLimits {
 }
 
 impl Default for DecodeLimits {
+    /// The documented defaults, each replaced by `TRESNET_MAX_IMAGE_PIXELS` /
+    /// `TRESNET_MAX_IMAGE_BYTES` when set (e.g. `TRESNET_MAX_IMAGE_PIXELS=400000000`).
     fn default() -> Self {
         Self {
-            max_pixels: 178_956_970,
-            max_file_bytes: 512 << 20,
+            max_pixels: tresnet_io::env_limit("TRESNET_MAX_IMAGE_PIXELS", 178_956_970),
+            max_file_bytes: tresnet_io::env_limit("TRESNET_MAX_IMAGE_BYTES", 512 << 20),
         }
     }
 }
@@ -31,33 +33,21 @@ impl Default for DecodeLimits {
 /// content, not the extension) into an upright RGB8 image: EXIF orientation applied; grayscale,
 /// palette, alpha (dropped, as PIL's `convert('RGB')`), 16-bit and CMYK converted to RGB8.
 pub fn decode_rgb8(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
+    // Regular files only (a FIFO or a device named as a photo is refused, not read for ever),
+    // read through the size limit.
+    let bytes = tresnet_io::read_limited(path, limits.max_file_bytes).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            DataError::TooLarge {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     })?;
-    let size = file
-        .metadata()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
-    if size > limits.max_file_bytes {
-        return Err(DataError::TooLarge {
-            path: path.to_path_buf(),
-            reason: format!(
-                "file is {size} bytes, above the limit of {} bytes",
-                limits.max_file_bytes
-            ),
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    BufReader::new(file)
-        .read_to_end(&mut bytes)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
     decode_rgb8_bytes(&bytes, path, limits)
 }
 
@@ -92,6 +82,11 @@ pub fn decode_rgb8_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Re
     {
         check_pixels(width, height, path, limits)?;
     }
+    let mut reader = reader;
+    let mut alloc = image::Limits::default();
+    // Room for the largest accepted image at 16-bit RGBA plus the decoder's working buffers.
+    alloc.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(alloc);
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, path, limits)?;

@@ -114,7 +114,11 @@ fn class_dirs(root: &Path) -> Result<Vec<String>> {
 }
 
 fn read_class_map(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let text = tresnet_io::read_text_limited(
+        path,
+        tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
+    )
+    .map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -131,12 +131,32 @@ fn load_job<D: Dataset>(
     };
     for index in indices {
         let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, index));
-        match dataset.get(index, &mut rng) {
+        // A panic inside a decoder (a bug in it, set off by a hostile file) becomes this item's
+        // error: the worker lives on and the batch still arrives.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dataset.get(index, &mut rng)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(DataError::Config(format!(
+                "sample {index}: loading it panicked ({})",
+                panic_message(&*panic)
+            )))
+        });
+        match loaded {
             Ok(item) => batch.items.push((index, item)),
             Err(err) => batch.skipped.push((index, err)),
         }
     }
     batch
+}
+
+/// The text of a panic payload (`panic!` with a string or a format), else a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 impl<T: Send + 'static> Loader<T> {
@@ -393,5 +413,42 @@ mod tests {
         let mut early = Loader::new(Arc::new(Numbers(30)), &trimmed).unwrap();
         assert!(early.next().is_some());
         drop(early);
+    }
+
+    struct Panicky;
+
+    impl Dataset for Panicky {
+        type Item = usize;
+        fn len(&self) -> usize {
+            12
+        }
+        fn get(&self, index: usize, _rng: &mut StdRng) -> Result<usize> {
+            if index == 5 {
+                panic!("decoder bug on sample {index}");
+            }
+            Ok(index)
+        }
+    }
+
+    #[test]
+    fn a_panicking_sample_becomes_its_error_and_the_epoch_completes() {
+        for workers in [0, 2] {
+            let options = LoaderOptions {
+                batch_size: 4,
+                workers,
+                ..LoaderOptions::default()
+            };
+            let batches: Vec<_> = Loader::new(Arc::new(Panicky), &options)
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+            assert_eq!(batches.len(), 3);
+            let skipped: Vec<_> = batches.iter().flat_map(|b| &b.skipped).collect();
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].0, 5);
+            assert!(skipped[0].1.to_string().contains("decoder bug on sample 5"));
+            let loaded: usize = batches.iter().map(|b| b.items.len()).sum();
+            assert_eq!(loaded, 11);
+        }
     }
 }

@@ -446,13 +446,13 @@ pub fn write_synthetic_coco(dir: &Path, config: &SyntheticConfig) -> Result<Synt
     }
     let annotations = dir.join("annotations.json");
     let text = serde_json::to_vec(&json).map_err(|e| DataError::Config(e.to_string()))?;
-    let tmp = dir.join(".annotations.json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &annotations))
-        .map_err(|source| DataError::Io {
-            path: annotations.clone(),
-            source,
-        })?;
+    tresnet_io::atomic_write(&annotations, tresnet_io::Durability::Atomic, |w| {
+        std::io::Write::write_all(w, &text)
+    })
+    .map_err(|source| DataError::Io {
+        path: annotations.clone(),
+        source,
+    })?;
     Ok(SyntheticCoco {
         annotations,
         images: images_dir,

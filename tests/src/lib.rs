@@ -1,5 +1,7 @@
 //! Helpers shared by the parity tests: fixture paths, fixture tensors, tolerance checks.
 
+pub mod crafted_files;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

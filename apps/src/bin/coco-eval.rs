@@ -159,11 +159,17 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.predictions {
         Some(path) => {
             let file = ScoreFile::read(path)?;
-            let by_key: HashMap<String, usize> = dataset
+            let by_id: HashMap<String, usize> = dataset
                 .images
                 .iter()
                 .enumerate()
-                .flat_map(|(i, im)| [(im.id.to_string(), i), (im.file_name.clone(), i)])
+                .map(|(i, im)| (im.id.to_string(), i))
+                .collect();
+            let by_name: HashMap<&str, usize> = dataset
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, im)| (im.file_name.as_str(), i))
                 .collect();
             for (key, row) in file.rows {
                 if row.len() != k {
@@ -173,7 +179,26 @@ fn run(cli: Cli) -> Result<()> {
                         row.len()
                     );
                 }
-                if let Some(&i) = by_key.get(&key) {
+                // A key is an image id or a file name; one that is both, for two different
+                // images, cannot be attributed.
+                let image = match (by_id.get(&key), by_name.get(key.as_str())) {
+                    (Some(&a), Some(&b)) if a != b => bail!(
+                        "{}: image `{key}` is ambiguous: the id of {} and the file name of image {}",
+                        path.display(),
+                        dataset.images[a].file_name,
+                        dataset.images[b].id
+                    ),
+                    (Some(&i), _) | (None, Some(&i)) => Some(i),
+                    (None, None) => None,
+                };
+                if let Some(i) = image {
+                    if scores[i].is_some() {
+                        bail!(
+                            "{}: image `{key}` (id {}) is scored twice",
+                            path.display(),
+                            dataset.images[i].id
+                        );
+                    }
                     scores[i] = Some(row);
                 }
             }
@@ -458,7 +483,11 @@ fn run_detection(cli: &Cli, json_path: &Path, image_root: &Path, scratch: &Path)
 
 /// Writes the instances file restricted to the images of `dataset` (for `--limit`).
 fn write_ground_truth_subset(source: &Path, dataset: &CocoDataset, path: &Path) -> Result<()> {
-    let text = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+    let text = tresnet_io::read_limited(
+        source,
+        tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
+    )
+    .with_context(|| format!("reading {}", source.display()))?;
     let mut document: serde_json::Value =
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", source.display()))?;
     let kept: std::collections::HashSet<u64> = dataset.images.iter().map(|i| i.id).collect();
@@ -506,19 +535,16 @@ fn draw_image(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let path = dir.join(format!("{image_id}_{stem}.png"));
-    let tmp = tresnet::weights::temporary_sibling(&path);
-    canvas
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| std::fs::rename(&tmp, &path).map_err(anyhow::Error::from))
-        .with_context(|| format!("writing {}", path.display()))
+    let mut png = Vec::new();
+    canvas.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    write_atomically(&path, &png)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tresnet::weights::temporary_sibling(path);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
+    tresnet_io::atomic_write(path, tresnet_io::Durability::Atomic, |w| {
+        std::io::Write::write_all(w, bytes)
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_report(path: Option<&Path>, report: &serde_json::Value) -> Result<()> {

@@ -130,6 +130,9 @@ fn run(cli: Cli) -> Result<()> {
     let device = parse_device(&cli.device)?;
     if let Some(dir) = &cli.resume {
         let ckpt = load_latest_checkpoint(dir)?;
+        for note in &ckpt.passed_over {
+            eprintln!("finetune: passed over a checkpoint that cannot be read: {note}");
+        }
         let def = ckpt.definition.clone();
         let data =
             TrainingData::load_task(&def.data, def.task, def.train.val_fraction, def.train.seed)?;
@@ -209,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             other => bail!("--augment {other}: expected full, light or none"),
         };
     }
+    cfg.validate()?;
     let spec = match (&cli.data, &cli.coco) {
         (Some(dir), None) => DataSpec::Folder {
             train: dir.clone(),

@@ -17,7 +17,8 @@ use tresnet_apps::image_inputs::images_under;
 use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid, softmax};
 use tresnet_apps::model_bundle::{ModelBundle, load_bundle};
 use tresnet_apps::tag_records::{
-    CSV_HEADER, Format, Label, TagRecord, append, done_by, read_existing, short_id,
+    CSV_HEADER, Format, Label, TagRecord, append, done_by, latest_per_file, read_existing, rewrite,
+    short_id,
 };
 use tresnet_apps::training::TaskKind;
 use tresnet_apps::xmp_sidecar::write_sidecar;
@@ -164,7 +165,10 @@ fn run(cli: Cli) -> Result<()> {
             .map(|(_, p)| p)
             .collect();
     }
-    let previous = read_existing(&output, format)?;
+    // One writer per output: a second shard or run pointed at the same file is refused.
+    let _lock = tresnet_io::OutputLock::acquire(&output)
+        .with_context(|| format!("cannot lock {}", output.display()))?;
+    let previous = latest_per_file(read_existing(&output, format)?, same_file_key);
     let done = done_by(&previous, &model_id);
     // Compare by the file itself, so `tag photos` resumes `tag ./photos` or `tag /abs/photos`.
     let done_files: std::collections::HashSet<String> =
@@ -243,14 +247,14 @@ fn run(cli: Cli) -> Result<()> {
         Ok(())
     })?;
 
+    // The appended records supersede earlier ones for the same photo: compact to one record per
+    // photo in one atomic rewrite (a run killed before it left the appended lines, which the next
+    // run compacts the same way).
     let mut all: Vec<TagRecord> = previous;
     all.extend(new_records.iter().cloned());
-    if format == Format::Json {
-        let tmp = tresnet::weights::temporary_sibling(&output);
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)
-            .and_then(|()| std::fs::rename(&tmp, &output))
-            .with_context(|| format!("writing {}", output.display()))?;
-    }
+    let all = latest_per_file(all, same_file_key);
+    drop(out);
+    rewrite(&output, &all, format)?;
     // One record per photo in the gallery: the latest of each file for this model.
     let mut latest: HashMap<String, &TagRecord> = HashMap::new();
     for r in all.iter().filter(|r| r.model == model_id) {

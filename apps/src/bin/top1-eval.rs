@@ -57,8 +57,11 @@ fn main() {
 
 /// `(image, class index)` pairs of a labelled flat folder.
 fn read_label_file(path: &Path, root: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = tresnet_io::read_text_limited(
+        path,
+        tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     let by_name: HashMap<&str, usize> = classes
         .iter()
         .enumerate()
@@ -242,10 +245,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         text.push_str(&row);
         text.push('\n');
-        let tmp = tresnet::weights::temporary_sibling(path);
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("writing {}", path.display()))?;
+        tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

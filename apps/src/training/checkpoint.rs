@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tresnet::TResNetConfig;
-use tresnet::weights::{StateDict, temporary_sibling};
+use tresnet::weights::StateDict;
 
 use super::config::TrainConfig;
 use super::loss_scale::LossScaleState;
@@ -114,6 +114,9 @@ pub struct Checkpoint {
     pub ema: Option<StateDict>,
     /// Optimiser buffers.
     pub optimizer: StateDict,
+    /// Newer checkpoints that could not be read and were passed over, with the reason (a save
+    /// cut by a crash or a power cut); empty when `latest` was good.
+    pub passed_over: Vec<String>,
 }
 
 fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -131,6 +134,7 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_killed_saves(&dir)?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     let mut add = |prefix: &str, sd: &StateDict| {
         tensors.extend(sd.iter().map(|(k, v)| (format!("{prefix}{k}"), v.clone())));
@@ -148,16 +152,16 @@ pub fn save_checkpoint(
     ]);
     write_safetensors(&path, &tensors, metadata)?;
     let latest = dir.join("latest");
-    let tmp = temporary_sibling(&latest);
-    std::fs::write(&tmp, &name)
-        .and_then(|()| std::fs::rename(&tmp, &latest))
-        .with_context(|| format!("updating {}", latest.display()))?;
+    tresnet_io::atomic_write(&latest, tresnet_io::Durability::Durable, |w| {
+        std::io::Write::write_all(w, name.as_bytes())
+    })
+    .with_context(|| format!("updating {}", latest.display()))?;
     // Older checkpoints than the previous one are no longer needed.
     let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                .is_some_and(|n| is_checkpoint_name(&n.to_string_lossy()))
                 && *p != path
         })
         .collect();
@@ -170,14 +174,96 @@ pub fn save_checkpoint(
     Ok(path)
 }
 
-/// Reads the checkpoint `latest` points to in `run_dir`.
+/// Removes what a save killed mid-way left in `dir`: the `.step-….partial` / `.latest.….partial`
+/// temporary files of [`tresnet_io::atomic_write`] (never a finished checkpoint).
+fn remove_killed_saves(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.starts_with(".step-") || name.starts_with(".latest."))
+            && name.ends_with(tresnet_io::TEMPORARY_SUFFIX)
+            && entry.file_type()?.is_file()
+        {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a checkpoint file name this module writes: `step-<digits>.safetensors`.
+fn is_checkpoint_name(name: &str) -> bool {
+    name.strip_prefix("step-")
+        .and_then(|rest| rest.strip_suffix(".safetensors"))
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Reads the newest good checkpoint of `run_dir`: the one `latest` names, else (when that one is
+/// missing, cut short or corrupt, as after a power cut) the newest `step-*.safetensors` that reads
+/// completely. `latest` must hold a bare checkpoint file name; anything else (a path, `..`) is
+/// refused rather than followed.
 pub fn load_latest_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
     let dir = checkpoints_dir(run_dir);
     let latest = dir.join("latest");
-    let name = std::fs::read_to_string(&latest)
-        .with_context(|| format!("{}: no checkpoint to resume from", latest.display()))?;
-    let path = dir.join(name.trim());
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut passed_over = Vec::new();
+    let pointed = match tresnet_io::read_text_limited(&latest, 4096) {
+        Ok(text) if is_checkpoint_name(text.trim()) => Some(text.trim().to_string()),
+        Ok(text) => {
+            passed_over.push(format!(
+                "{}: holds {:?}, not a checkpoint file name of the form step-<number>.safetensors",
+                latest.display(),
+                text.chars().take(80).collect::<String>()
+            ));
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            passed_over.push(format!("{}: {e}", latest.display()));
+            None
+        }
+    };
+    let listing = match std::fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no checkpoint to resume from", dir.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut others: Vec<String> = listing
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_checkpoint_name(n) && Some(n) != pointed.as_ref())
+        .collect();
+    others.sort_by(|a, b| b.cmp(a));
+    let candidates: Vec<String> = pointed.into_iter().chain(others).collect();
+    if candidates.is_empty() {
+        passed_over.insert(0, "no checkpoint to resume from".into());
+        bail!("{}: {}", dir.display(), passed_over.join("; "));
+    }
+    for name in candidates {
+        let path = dir.join(&name);
+        match read_checkpoint(&path) {
+            Ok(mut checkpoint) => {
+                checkpoint.passed_over = passed_over;
+                return Ok(checkpoint);
+            }
+            Err(e) => passed_over.push(format!("{e:#}")),
+        }
+    }
+    bail!(
+        "{}: no readable checkpoint ({})",
+        dir.display(),
+        passed_over.join("; ")
+    )
+}
+
+/// Reads one checkpoint file completely.
+fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let bytes = tresnet_io::read_limited(
+        path,
+        tresnet_io::env_limit("TRESNET_MAX_CHECKPOINT_BYTES", 16 << 30),
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| path.display().to_string())?;
     let meta = meta.metadata().clone().unwrap_or_default();
@@ -185,9 +271,12 @@ pub fn load_latest_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
         meta.get(k)
             .with_context(|| format!("{}: metadata lacks `{k}`", path.display()))
     };
-    let definition: RunDefinition = serde_json::from_str(field("definition")?)?;
-    let state: RunState = serde_json::from_str(field("state")?)?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let definition: RunDefinition = serde_json::from_str(field("definition")?)
+        .with_context(|| format!("{}: run definition", path.display()))?;
+    let state: RunState = serde_json::from_str(field("state")?)
+        .with_context(|| format!("{}: run state", path.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| path.display().to_string())?;
     let mut all: StateDict = tensors.into_iter().collect();
     let model = all.take_prefix("model.");
     let ema = all.take_prefix("ema.");
@@ -201,5 +290,103 @@ pub fn load_latest_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
         model,
         ema: (!ema.is_empty()).then_some(ema),
         optimizer,
+        passed_over: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition() -> RunDefinition {
+        RunDefinition {
+            train: TrainConfig::default(),
+            model: TResNetConfig::variant("tresnet_m").unwrap(),
+            task: TaskKind::SingleLabel,
+            class_names: vec!["a".into(), "b".into()],
+            data: DataSpec::Folder {
+                train: "train".into(),
+                val: None,
+            },
+        }
+    }
+
+    fn state(step: usize) -> RunState {
+        RunState {
+            step,
+            epoch: 0,
+            batch_in_epoch: step,
+            best_metric: None,
+            history: Vec::new(),
+            epoch_loss: (0.0, 0),
+            loss_scale: None,
+        }
+    }
+
+    fn weights(value: f32) -> StateDict {
+        [(
+            "w".to_string(),
+            Tensor::full(value, (2, 2), &Device::Cpu).unwrap(),
+        )]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn resume_passes_over_what_a_crash_or_a_crafted_pointer_leaves() {
+        let run = tempfile::tempdir().unwrap();
+        let def = definition();
+        save_checkpoint(
+            run.path(),
+            &def,
+            &state(1),
+            &weights(1.0),
+            None,
+            &weights(0.0),
+        )
+        .unwrap();
+        let second = save_checkpoint(
+            run.path(),
+            &def,
+            &state(2),
+            &weights(2.0),
+            None,
+            &weights(0.0),
+        )
+        .unwrap();
+        let dir = checkpoints_dir(run.path());
+        // A power cut: `latest` names a file whose data never reached the disk.
+        std::fs::write(&second, b"").unwrap();
+        let resumed = load_latest_checkpoint(run.path()).unwrap();
+        assert_eq!(resumed.state.step, 1);
+        assert_eq!(resumed.passed_over.len(), 1, "{:?}", resumed.passed_over);
+        assert!(resumed.passed_over[0].contains("step-00000002"));
+        // A pointer that leaves the directory is refused, not followed.
+        std::fs::write(dir.join("latest"), "../../../etc/passwd").unwrap();
+        let resumed = load_latest_checkpoint(run.path()).unwrap();
+        assert_eq!(resumed.state.step, 1);
+        assert!(resumed.passed_over[0].contains("not a checkpoint file name"));
+        // A save killed mid-way left its temporary file; the next save removes it.
+        let partial = dir.join(".step-00000003.safetensors.AbCdEf012345.partial");
+        std::fs::write(&partial, vec![0u8; 1024]).unwrap();
+        save_checkpoint(
+            run.path(),
+            &def,
+            &state(3),
+            &weights(3.0),
+            None,
+            &weights(0.0),
+        )
+        .unwrap();
+        assert!(!partial.exists());
+        assert_eq!(load_latest_checkpoint(run.path()).unwrap().state.step, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let Err(err) = load_latest_checkpoint(run.path()) else {
+            panic!("resumed from nothing");
+        };
+        assert!(
+            err.to_string().contains("no checkpoint to resume from"),
+            "{err}"
+        );
+    }
 }

@@ -131,9 +131,79 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a TOML recipe (missing keys keep their defaults; unknown keys are errors).
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let text = tresnet_io::read_text_limited(path, 1 << 20)
             .with_context(|| format!("reading recipe {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("recipe {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks every setting before a run starts, naming the recipe key (flags set the key of the
+    /// same name) and the value that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, rule: &str, value: &dyn std::fmt::Display| {
+            anyhow::anyhow!("training setting `{key}` must be {rule}, got {value}")
+        };
+        let at_least_one = [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("accumulate", self.accumulate),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(bad(key, "at least 1", &value));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(bad("lr", "a positive finite number", &self.lr));
+        }
+        let non_negative = [
+            ("weight_decay", self.weight_decay),
+            ("multilabel_loss.gamma_neg", self.multilabel_loss.gamma_neg),
+            ("multilabel_loss.gamma_pos", self.multilabel_loss.gamma_pos),
+        ];
+        for (key, value) in non_negative {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(bad(key, "a finite number ≥ 0", &value));
+            }
+        }
+        let fractions = [
+            ("label_smoothing", self.label_smoothing),
+            ("multilabel_loss.clip", self.multilabel_loss.clip),
+            ("val_fraction", self.val_fraction),
+        ];
+        for (key, value) in fractions {
+            if !(0.0..1.0).contains(&value) {
+                return Err(bad(key, "in [0, 1)", &value));
+            }
+        }
+        if let Some(clip) = self.clip_grad
+            && !(clip.is_finite() && clip > 0.0)
+        {
+            return Err(bad("clip_grad", "a positive finite number", &clip));
+        }
+        if let Some(decay) = self.ema_decay
+            && !(decay > 0.0 && decay < 1.0)
+        {
+            return Err(bad("ema_decay", "in (0, 1)", &decay));
+        }
+        if let Some(0) = self.checkpoint_every {
+            return Err(bad("checkpoint_every", "at least 1", &0));
+        }
+        if !(tresnet::MIN_INPUT_SIDE..=4096).contains(&self.input_size) {
+            return Err(bad(
+                "input_size",
+                &format!("in {}..=4096", tresnet::MIN_INPUT_SIDE),
+                &self.input_size,
+            ));
+        }
+        if self.freeze_stages > 5 {
+            return Err(bad("freeze_stages", "at most 5", &self.freeze_stages));
+        }
+        Ok(())
     }
 
     /// The weight prefixes frozen by `freeze_stages`.

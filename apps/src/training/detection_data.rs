@@ -119,10 +119,11 @@ pub fn write_ground_truth(
             "id": i + 1, "name": n,
         })).collect::<Vec<_>>(),
     });
-    let tmp = tresnet::weights::temporary_sibling(path);
-    std::fs::write(&tmp, serde_json::to_vec(&document)?)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
+    let bytes = serde_json::to_vec(&document)?;
+    tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+        std::io::Write::write_all(w, &bytes)
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The canvas fit named in a bundle's `config.json` (`squish` when absent).

@@ -294,6 +294,7 @@ fn clip_gradients(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<
 pub fn train(run: TrainRun<'_>, resume: Option<Checkpoint>) -> Result<TrainOutcome> {
     let def = &run.definition;
     let cfg = &def.train;
+    cfg.validate()?;
     run.data.validate(cfg.batch_size)?;
     let (start, mut state, ema_start, optimizer_state) = match resume {
         Some(ckpt) => {

@@ -41,7 +41,7 @@ pub struct LoadedWeights {
 /// (see [`super::official_naming`]).
 pub fn read_weights_file(path: &Path) -> Result<LoadedWeights> {
     let mut head = [0u8; 16];
-    let read = std::fs::File::open(path)
+    let read = tresnet_io::open_regular(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| Error::io(path, e))?;
     let head = &head[..read];

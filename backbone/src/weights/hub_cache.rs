@@ -54,6 +54,24 @@ pub fn resolve_snapshot(cache_dir: &Path, repo_id: &str) -> Result<PathBuf> {
         Some((repo, rev)) => (repo, rev),
         None => (repo_id, "main"),
     };
+    let safe_part = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let repo_ok = repo.split('/').count() == 2 && repo.split('/').all(safe_part);
+    // Revisions are branch or tag names (`main`, `refs/pr/1`) or commit hashes: no `..`, no
+    // absolute path, nothing that leaves the cache.
+    let revision_ok = revision.split('/').all(safe_part);
+    if !repo_ok || !revision_ok {
+        return Err(Error::WeightsNotFound(format!(
+            "`{repo_id}` is not a hub id of the form org/name[@revision] (letters, digits, `.`, \
+             `_`, `-`; no `..`)"
+        )));
+    }
     let repo_dir = cache_dir.join(format!("models--{}", repo.replace('/', "--")));
     let not_cached = |detail: String| {
         Error::WeightsNotFound(format!(
@@ -66,8 +84,21 @@ pub fn resolve_snapshot(cache_dir: &Path, repo_id: &str) -> Result<PathBuf> {
         return Err(not_cached(format!("{} does not exist", repo_dir.display())));
     }
     let snapshots = repo_dir.join("snapshots");
-    let commit = match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
-        Ok(hash) => hash.trim().to_string(),
+    let ref_file = repo_dir.join("refs").join(revision);
+    let commit = match tresnet_io::read_text_limited(&ref_file, 4096) {
+        Ok(hash) => {
+            let hash = hash.trim();
+            if hash.is_empty() || hash.len() > 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::checkpoint(
+                    &ref_file,
+                    format!(
+                        "holds {:?}, not a commit hash",
+                        hash.chars().take(80).collect::<String>()
+                    ),
+                ));
+            }
+            hash.to_string()
+        }
         // A revision given as a commit hash has no ref file.
         Err(_) if snapshots.join(revision).is_dir() => revision.to_string(),
         Err(_) => {
@@ -108,6 +139,27 @@ mod tests {
         assert!(!looks_like_hub_id("weights/model.safetensors/extra"));
         assert!(!looks_like_hub_id("../model.pth"));
         assert!(!looks_like_hub_id("model.pth"));
+        let cache = tempfile::tempdir().unwrap();
+        for hostile in [
+            "org/name@../../x",
+            "org/..@main",
+            "../x/name",
+            "org/name@/etc",
+            "a/b/c",
+        ] {
+            let err = resolve_snapshot(cache.path(), hostile)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a hub id"), "{hostile}: {err}");
+        }
+        let repo = cache.path().join("models--org--name");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+        std::fs::write(repo.join("refs/main"), "../../../../etc\n").unwrap();
+        let err = resolve_snapshot(cache.path(), "org/name")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a commit hash"), "{err}");
     }
 
     #[test]

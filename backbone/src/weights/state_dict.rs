@@ -1,6 +1,7 @@
 //! [`StateDict`]: named CPU tensors, the common currency of every weight format.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -89,22 +90,20 @@ impl StateDict {
             .ok_or_else(|| Error::Config(format!("state dict has no tensor `{key}`")))
     }
 
-    /// Writes the tensors to a safetensors file, atomically (a temporary file renamed over `path`).
+    /// Writes the tensors to a safetensors file, atomically and durably
+    /// ([`tresnet_io::atomic_write`]: an exclusive temporary file, synced, renamed over `path`).
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         let map: HashMap<&str, Tensor> = self
             .tensors
             .iter()
             .map(|(k, v)| Ok((k.as_str(), v.to_device(&Device::Cpu)?.contiguous()?)))
             .collect::<Result<_>>()?;
-        let tmp = temporary_sibling(path);
-        candle_core::safetensors::save(&map, &tmp).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::checkpoint(path, format!("cannot write safetensors: {e}"))
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
+        let bytes = safetensors::serialize(&map, None)
+            .map_err(|e| Error::checkpoint(path, format!("cannot write safetensors: {e}")))?;
+        tresnet_io::atomic_write(path, tresnet_io::Durability::Durable, |w| {
+            w.write_all(&bytes)
         })
+        .map_err(|e| Error::io(path, e))
     }
 }
 
@@ -122,13 +121,4 @@ impl IntoIterator for StateDict {
     fn into_iter(self) -> Self::IntoIter {
         self.tensors.into_iter()
     }
-}
-
-/// `dir/.name.<pid>.tmp`: a temporary file on the same filesystem as `path`, so a rename is atomic.
-pub fn temporary_sibling(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }

@@ -91,7 +91,11 @@ pub struct CocoDataset {
 impl CocoDataset {
     /// Reads and validates an instances file.
     pub fn from_file(path: &Path, options: CocoOptions) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let bytes = tresnet_io::read_limited(
+            path,
+            tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
+        )
+        .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -173,10 +177,21 @@ impl CocoDataset {
                             "{name}: bbox [{x}, {y}, {w}, {h}] has zero size; counted as a label only"
                         ));
                     }
-                    (
-                        [x as f32, y as f32, (x + w) as f32, (y + h) as f32],
-                        degenerate,
-                    )
+                    let xyxy = [x as f32, y as f32, (x + w) as f32, (y + h) as f32];
+                    if !xyxy.iter().all(|v| v.is_finite()) {
+                        return Err(bad(format!(
+                            "{name}: bbox [{x}, {y}, {w}, {h}] lies outside the range of 32-bit \
+                             floats"
+                        )));
+                    }
+                    let (bw, bh) = (xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]);
+                    if !(bw * bh).is_finite() {
+                        return Err(bad(format!(
+                            "{name}: bbox [{x}, {y}, {w}, {h}] has an area outside the range of \
+                             32-bit floats"
+                        )));
+                    }
+                    (xyxy, degenerate)
                 }
                 Some(other) => {
                     return Err(bad(format!(
@@ -188,6 +203,13 @@ impl CocoDataset {
                 first_annotation.push(image);
             }
             let box_area = (bbox_xyxy[2] - bbox_xyxy[0]) * (bbox_xyxy[3] - bbox_xyxy[1]);
+            if let Some(a) = ann.area
+                && !((a as f32).is_finite() && a >= 0.0)
+            {
+                return Err(bad(format!(
+                    "{name}: area {a} is not a finite non-negative 32-bit number"
+                )));
+            }
             objects[image].push(CocoObject {
                 class,
                 bbox_xyxy,

@@ -73,9 +73,20 @@ impl MlDecoderConfig {
                 "ML-Decoder tensors have unexpected ranks".into(),
             ));
         };
-        if e % 8 != 0 {
+        if e == 0 || e % 8 != 0 {
             return Err(HeadsError::Invalid(format!(
-                "decoder width {e} is not divisible by 8 heads"
+                "decoder width {e} is not a positive multiple of 8 heads"
+            )));
+        }
+        if n == 0 || k == 0 || k > n {
+            return Err(HeadsError::Invalid(format!(
+                "ML-Decoder with {k} queries for {n} classes: needs 1 ≤ queries ≤ classes \
+                 (`query_embed.weight` {query:?}, `duplicate_pooling_bias` {bias:?})"
+            )));
+        }
+        if c == 0 || f == 0 {
+            return Err(HeadsError::Invalid(format!(
+                "ML-Decoder with {c} input channels and a {f}-wide feed-forward layer"
             )));
         }
         Ok(Self {

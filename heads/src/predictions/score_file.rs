@@ -2,7 +2,7 @@
 //! (`image,<class>,<class>,…` header, then one row per image) or JSONL
 //! (`{"image": …, "scores": [...]}` per line). The image field holds a COCO id or a file name.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{HeadsError, Result};
@@ -27,11 +27,17 @@ impl ScoreFile {
     /// Reads a `.csv` or `.jsonl` score file (by extension); every row must have the same number
     /// of finite scores.
     pub fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| HeadsError::File {
+        let mut text = tresnet_io::read_text_limited(
+            path,
+            tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
+        )
+        .map_err(|e| HeadsError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let lines = BufReader::new(file).lines();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         let jsonl = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
@@ -39,10 +45,33 @@ impl ScoreFile {
             class_names: None,
             rows: Vec::new(),
         };
-        for (n, line) in lines.enumerate() {
-            let number = n + 1;
-            let line = line.map_err(|e| bad(path, number, e))?;
-            if line.trim().is_empty() {
+        // (line number, the line for JSONL, the fields for CSV) of each record.
+        let records: Vec<(usize, String, Vec<String>)> = if jsonl {
+            text.lines()
+                .enumerate()
+                .map(|(n, line)| (n + 1, line.to_string(), Vec::new()))
+                .collect()
+        } else {
+            let parsed = tresnet_io::csv_records(&text);
+            let whole = parsed.last().map_or(0, |r| r.1);
+            if whole < text.len() {
+                let line = 1 + text[..whole].matches('\n').count();
+                return Err(bad(path, line, "a quoted field is never closed"));
+            }
+            let mut start = 0;
+            parsed
+                .into_iter()
+                .map(|(fields, end)| {
+                    let number = 1 + text[..start].matches('\n').count();
+                    start = end;
+                    (number, String::new(), fields)
+                })
+                .collect()
+        };
+        for (number, line, fields) in records {
+            if jsonl && line.trim().is_empty()
+                || !jsonl && fields.iter().all(|f| f.trim().is_empty())
+            {
                 continue;
             }
             let (key, scores) = if jsonl {
@@ -63,7 +92,7 @@ impl ScoreFile {
                     .ok_or_else(|| bad(path, number, "`scores` is not a list of numbers"))?;
                 (key, scores)
             } else {
-                let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+                let fields: Vec<&str> = fields.iter().map(|f| f.trim()).collect();
                 if out.class_names.is_none()
                     && out.rows.is_empty()
                     && fields.iter().skip(1).any(|f| f.parse::<f32>().is_err())
@@ -115,10 +144,16 @@ impl ScoreFile {
             Some(n) => n.clone(),
             None => (0..width).map(|i| format!("class_{i}")).collect(),
         };
+        let names: Vec<_> = names.iter().map(|n| tresnet_io::csv_field(n)).collect();
         writeln!(writer, "image,{}", names.join(","))?;
         for (key, scores) in &self.rows {
             let values: Vec<String> = scores.iter().map(|s| format!("{s}")).collect();
-            writeln!(writer, "{key},{}", values.join(","))?;
+            writeln!(
+                writer,
+                "{},{}",
+                tresnet_io::csv_field(key),
+                values.join(",")
+            )?;
         }
         Ok(())
     }
@@ -133,10 +168,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("scores.csv");
         let file = ScoreFile {
-            class_names: Some(vec!["cat".into(), "dog".into()]),
+            class_names: Some(vec!["cat, wild".into(), "dog \"rex\"".into()]),
             rows: vec![
                 ("1".into(), vec![0.25, 0.5]),
                 ("img.jpg".into(), vec![1.0, 0.0]),
+                ("a, b.jpg".into(), vec![0.5, 0.5]),
             ],
         };
         let mut bytes = Vec::new();
@@ -145,7 +181,7 @@ mod tests {
         assert_eq!(ScoreFile::read(&csv).unwrap(), file);
         let jsonl = dir.path().join("scores.jsonl");
         std::fs::write(&jsonl, "{\"image\": 1, \"scores\": [0.25, 0.5]}\n{\"image\": \"img.jpg\", \"scores\": [1, 0]}\n").unwrap();
-        assert_eq!(ScoreFile::read(&jsonl).unwrap().rows, file.rows);
+        assert_eq!(ScoreFile::read(&jsonl).unwrap().rows, file.rows[..2]);
         std::fs::write(
             &jsonl,
             "{\"image\": 1, \"scores\": [0.25, 0.5]}\n{\"image\": 2, \"scores\": [1]}\n",

@@ -93,7 +93,7 @@ impl StoredZip {
 
     /// Opens and indexes the archive at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = tresnet_io::open_regular(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: read-only map; the archive is only read while `self` lives. A concurrent writer
         // truncating the file is the one hazard, as for every memory-mapped reader.
         #[allow(unsafe_code)]
