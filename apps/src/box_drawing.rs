@@ -61,10 +61,16 @@ pub fn draw_boxes(image: &RgbImage, boxes: &[DrawnBox]) -> Result<RgbImage> {
     let scale = PxScale::from(text_px);
     for b in boxes {
         let colour = Rgb(PALETTE[b.class % PALETTE.len()]);
-        let x1 = (b.bbox[0] * f).round() as i32;
-        let y1 = (b.bbox[1] * f).round() as i32;
-        let w = ((b.bbox[2] - b.bbox[0]) * f).round().max(1.0) as u32;
-        let h = ((b.bbox[3] - b.bbox[1]) * f).round().max(1.0) as u32;
+        // Boxes come from a model or a results file: clamp them to the canvas (NaN and huge
+        // coordinates included) before they become pixel rectangles.
+        let (cw, ch) = (canvas.width() as f32, canvas.height() as f32);
+        let clamp = |v: f32, max: f32| if v.is_nan() { 0.0 } else { v.clamp(0.0, max) };
+        let (x1f, y1f) = (clamp(b.bbox[0] * f, cw - 1.0), clamp(b.bbox[1] * f, ch - 1.0));
+        let (x2f, y2f) = (clamp(b.bbox[2] * f, cw), clamp(b.bbox[3] * f, ch));
+        let x1 = x1f.round() as i32;
+        let y1 = y1f.round() as i32;
+        let w = (x2f - x1f).round().max(1.0) as u32;
+        let h = (y2f - y1f).round().max(1.0) as u32;
         for inset in 0..2u32 {
             if w > 2 * inset && h > 2 * inset {
                 draw_hollow_rect_mut(
@@ -133,5 +139,21 @@ mod tests {
             "no text"
         );
         assert!(label.iter().any(|p| **p == colour), "no label background");
+    }
+
+    #[test]
+    fn a_thin_strip_is_not_enlarged_past_the_canvas_cap() {
+        // 16 px wide: ×8 would be 128 × 8_000_000 pixels (3 GB).
+        let strip = RgbImage::new(16, 1_000_000);
+        let box_ = DrawnBox {
+            class: 0,
+            label: "x 0.5".into(),
+            bbox: [0.0, 0.0, 8.0, f32::MAX],
+        };
+        let drawn = draw_boxes(&strip, &[box_]).unwrap();
+        assert_eq!(drawn.dimensions(), (16, 1_000_000));
+        let small = draw_boxes(&RgbImage::new(300, 40), &[]).unwrap();
+        // ×7 would reach 256; 2100 × 280 is within the cap.
+        assert_eq!(small.dimensions(), (2100, 280));
     }
 }
