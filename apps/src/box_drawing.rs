@@ -65,7 +65,10 @@ pub fn draw_boxes(image: &RgbImage, boxes: &[DrawnBox]) -> Result<RgbImage> {
         // coordinates included) before they become pixel rectangles.
         let (cw, ch) = (canvas.width() as f32, canvas.height() as f32);
         let clamp = |v: f32, max: f32| if v.is_nan() { 0.0 } else { v.clamp(0.0, max) };
-        let (x1f, y1f) = (clamp(b.bbox[0] * f, cw - 1.0), clamp(b.bbox[1] * f, ch - 1.0));
+        let (x1f, y1f) = (
+            clamp(b.bbox[0] * f, cw - 1.0),
+            clamp(b.bbox[1] * f, ch - 1.0),
+        );
         let (x2f, y2f) = (clamp(b.bbox[2] * f, cw), clamp(b.bbox[3] * f, ch));
         let x1 = x1f.round() as i32;
         let y1 = y1f.round() as i32;
