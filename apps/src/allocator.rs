@@ -8,6 +8,17 @@
 
 use std::os::raw::c_int;
 
+/// Makes mimalloc the binary's allocator; each binary states it (`tresnet_apps::use_mimalloc!();`
+/// at its top level), so libraries linking the apps crate keep theirs.
+#[macro_export]
+macro_rules! use_mimalloc {
+    () => {
+        /// mimalloc reuses freed tensor buffers (see `tresnet_apps::allocator`).
+        #[global_allocator]
+        static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+    };
+}
+
 /// `mi_option_purge_delay` in the pinned libmimalloc-sys 0.1.49 (mimalloc v3's option enum).
 const MI_OPTION_PURGE_DELAY: c_int = 15;
 

@@ -1,9 +1,12 @@
 //! The flag vocabulary shared by every app: `--backbone`, `--weights`, `--device`, `--dtype`,
-//! `--input-size`, `--resize`.
+//! `--input-size`, `--resize`. Each enumerated flag is typed, so a wrong value gets clap's
+//! message with the possible values; the flags turn into the runtime's plain options here.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use tresnet_data::ResizeMode;
+use tresnet_runtime::{ModelBundle, ModelSpec, PreprocessOverrides};
 
 /// Which network and weights to run.
 #[derive(Debug, Clone, Args)]
@@ -18,7 +21,7 @@ pub struct ModelFlags {
     /// downloaded).
     #[arg(long)]
     pub weights: Option<String>,
-    /// Number of classes (default: the checkpoint's classifier size).
+    /// Number of classes the checkpoint's head must have (default: whatever it holds).
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Keep batch norms separate instead of folding them into the convolutions.
@@ -26,15 +29,114 @@ pub struct ModelFlags {
     pub no_fold: bool,
 }
 
+impl ModelFlags {
+    /// The runtime's description of what to load.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            backbone: self.backbone.clone(),
+            weights: self.weights.clone(),
+            num_classes: self.num_classes,
+            keep_batch_norms: self.no_fold,
+        }
+    }
+}
+
+/// `--device`: `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceFlag {
+    /// The CPU.
+    Cpu,
+    /// GPU number N.
+    Cuda(usize),
+}
+
+impl DeviceFlag {
+    /// Parses `cpu`, `cuda` or `cuda:N` (clap's `value_parser`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("`{other}`: expected cpu, cuda or cuda:N")),
+        }
+    }
+
+    /// Opens the device (a CUDA device needs a binary built with `--features cuda`).
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => {
+                if !cfg!(feature = "cuda") {
+                    anyhow::bail!(
+                        "--device {self}: this binary was built without CUDA; rebuild with \
+                         `--features cuda` (see README)"
+                    );
+                }
+                Device::new_cuda(ordinal)
+                    .with_context(|| format!("--device {self}: cannot open the GPU"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// `--dtype`: the precision the network computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeFlag {
+    /// 32-bit float.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DTypeFlag {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+
+    /// The flag's spelling (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for DTypeFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where and in which precision to run.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeFlags {
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, default_value = "cpu", value_parser = DeviceFlag::parse)]
+    pub device: DeviceFlag,
+    /// The precision the network computes in.
+    #[arg(long, value_enum, default_value_t = DTypeFlag::F32)]
+    pub dtype: DTypeFlag,
     /// CPU threads for decoding and for the network (default: all cores).
     #[arg(short = 'j', long)]
     pub workers: Option<usize>,
@@ -43,7 +145,7 @@ pub struct RuntimeFlags {
 impl RuntimeFlags {
     /// The candle device named by `--device`.
     pub fn device(&self) -> Result<Device> {
-        parse_device(&self.device)
+        self.device.open()
     }
 
     /// Threads to use: `-j`, else every core.
@@ -64,39 +166,8 @@ impl RuntimeFlags {
     }
 
     /// The candle dtype named by `--dtype`.
-    pub fn dtype(&self) -> Result<DType> {
-        parse_dtype(&self.dtype)
-    }
-}
-
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:") {
-            Some(n) => n
-                .parse::<usize>()
-                .with_context(|| format!("--device {other}: `{n}` is not a GPU index"))?,
-            None => bail!("--device {other}: expected cpu, cuda or cuda:N"),
-        },
-    };
-    if !cfg!(feature = "cuda") {
-        bail!(
-            "--device {spec}: this binary was built without CUDA; rebuild with \
-             `--features cuda` (see README)"
-        );
-    }
-    Device::new_cuda(ordinal).with_context(|| format!("--device {spec}: cannot open the GPU"))
-}
-
-/// Parses `f32`, `f16` or `bf16`.
-pub fn parse_dtype(spec: &str) -> Result<DType> {
-    match spec {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        other => bail!("--dtype {other}: expected f32, f16 or bf16"),
+    pub fn dtype(&self) -> DType {
+        self.dtype.dtype()
     }
 }
 
@@ -106,21 +177,91 @@ pub struct PreprocessFlags {
     /// Square input size (default: the model's).
     #[arg(long)]
     pub input_size: Option<usize>,
-    /// squish (resize to the input size) or crop (resize + centre crop), default: the model's.
-    #[arg(long)]
-    pub resize: Option<String>,
+    /// squish (resize to the input size) or center (resize + centre crop; also `crop`), default:
+    /// the model's.
+    #[arg(long, value_enum)]
+    pub resize: Option<ResizeMode>,
 }
 
 impl PreprocessFlags {
     /// The overrides these flags ask for.
-    pub fn overrides(&self) -> Result<crate::model_bundle::PreprocessOverrides> {
-        Ok(crate::model_bundle::PreprocessOverrides {
+    pub fn overrides(&self) -> PreprocessOverrides {
+        PreprocessOverrides {
             input_size: self.input_size,
-            resize_mode: self
-                .resize
-                .as_deref()
-                .map(crate::model_bundle::parse_resize_mode)
-                .transpose()?,
-        })
+            resize_mode: self.resize,
+        }
+    }
+}
+
+/// Loads the model the flags describe (the embedded default without `--backbone`/`--weights`).
+pub fn load_bundle(
+    model: &ModelFlags,
+    runtime: &RuntimeFlags,
+    preprocess: &PreprocessFlags,
+) -> Result<ModelBundle> {
+    tresnet_runtime::load_bundle(
+        &model.spec(),
+        &runtime.device()?,
+        runtime.dtype(),
+        &preprocess.overrides(),
+    )
+}
+
+/// Loads the embedded detector on the flags' device and dtype.
+pub fn load_embedded_detector(
+    runtime: &RuntimeFlags,
+    preprocess: &PreprocessFlags,
+) -> Result<ModelBundle> {
+    tresnet_runtime::load_embedded_detector(
+        &runtime.device()?,
+        runtime.dtype(),
+        &preprocess.overrides(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        runtime: RuntimeFlags,
+        #[command(flatten)]
+        preprocess: PreprocessFlags,
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        let mut argv = vec!["probe"];
+        argv.extend_from_slice(args);
+        match Probe::try_parse_from(argv) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn wrong_values_list_the_possible_ones() {
+        let dtype = error_of(&["--dtype", "bogus"]);
+        assert!(dtype.contains("f32") && dtype.contains("bf16"), "{dtype}");
+        let resize = error_of(&["--resize", "bogus"]);
+        assert!(
+            resize.contains("squish") && resize.contains("center"),
+            "{resize}"
+        );
+        let device = error_of(&["--device", "gpu"]);
+        assert!(device.contains("cuda:N"), "{device}");
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let p = Probe::try_parse_from([
+            "p", "--device", "cuda:1", "--dtype", "bf16", "--resize", "crop",
+        ])
+        .unwrap();
+        assert_eq!(p.runtime.device, DeviceFlag::Cuda(1));
+        assert_eq!(p.runtime.dtype(), DType::BF16);
+        assert_eq!(p.preprocess.resize, Some(ResizeMode::CenterCrop));
     }
 }

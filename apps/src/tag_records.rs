@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// One label with its score.
@@ -29,8 +29,8 @@ pub struct TagRecord {
     pub error: Option<String>,
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Output formats (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// One JSON object per line (appended and flushed as the run goes; the default).
     Jsonl,
@@ -41,14 +41,13 @@ pub enum Format {
 }
 
 impl Format {
-    /// Parses `jsonl`, `csv` or `json`.
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "jsonl" => Self::Jsonl,
-            "csv" => Self::Csv,
-            "json" => Self::Json,
-            other => bail!("--format {other}: expected jsonl, csv or json"),
-        })
+    /// The file extension (and the flag's spelling).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Csv => "csv",
+            Self::Json => "json",
+        }
     }
 }
 

@@ -136,7 +136,7 @@ fn limit_scores_only_the_evaluated_images_and_wrong_models_are_refused() {
     // The multi-label embedded model has no boxes to give.
     let bundle_dir = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle_dir).unwrap();
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/assets");
     for f in ["model.safetensors", "config.json"] {
         std::fs::copy(assets.join("shapes_multilabel").join(f), bundle_dir.join(f)).unwrap();
     }

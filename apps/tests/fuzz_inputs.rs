@@ -338,7 +338,7 @@ fn tag_records_and_score_files() {
 
 #[test]
 fn bundle_configs() {
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/assets");
     let corpus: Vec<Vec<u8>> = [
         fixtures().join("tiny_v1.config.json"),
         fixtures().join("tiny_v2.config.json"),

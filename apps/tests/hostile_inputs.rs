@@ -220,7 +220,7 @@ fn a_bundle_whose_labels_disagree_with_its_classifier_is_refused_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/shapes_multilabel");
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/assets/shapes_multilabel");
     std::fs::copy(
         assets.join("model.safetensors"),
         bundle.join("model.safetensors"),

@@ -2,52 +2,68 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{GlobalPool, TResNetConfig};
 use crate::error::{Error, Result};
 
 /// A model's `config.json` as timm writes it to the hub (`architecture`, `num_classes`,
-/// `model_args`, `pretrained_cfg`, optional `label_names`), read as is.
-#[derive(Debug, Clone, Deserialize)]
+/// `model_args`, `pretrained_cfg`, optional `label_names`). Keys the backbone does not read are
+/// kept in [`Self::other`], so a file read and written again keeps them, and layers above (the
+/// runtime's bundle settings) read their own keys from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HubConfig {
     /// A timm model name such as `tresnet_m` (a `.tag` suffix is tolerated).
     pub architecture: String,
     /// Classifier outputs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_classes: Option<usize>,
     /// Width of the pooled features (informative).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_features: Option<usize>,
     /// Arguments that override the architecture's defaults (`layers`, `width_factor`, `v2`, …).
     #[serde(default)]
     pub model_args: Map<String, Value>,
     /// Preprocessing (`input_size`, `interpolation`, `crop_pct`, `crop_mode`, `mean`, `std`, …),
     /// interpreted by the data crate.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained_cfg: Option<Value>,
     /// Class names, when the model carries them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_names: Option<Vec<String>>,
-    /// This project's bundles: `single_label`, `multi_label` or `detection`.
-    #[serde(default)]
-    pub task: Option<String>,
-    /// This project's bundles: calibrated per-class decision thresholds.
-    #[serde(default)]
-    pub thresholds: Option<Vec<f32>>,
-    /// This project's bundles: the head (`linear`, `ml_decoder`, `fcos`).
-    #[serde(default)]
-    pub head: Option<String>,
-    /// This project's detection bundles: the FPN + FCOS settings, read by the heads crate.
-    #[serde(default)]
-    pub detector: Option<Value>,
-    /// This project's detection bundles: `squish` or `letterbox`.
-    #[serde(default)]
-    pub canvas_fit: Option<String>,
+    /// Every other key of the file, as written.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
 }
 
 impl HubConfig {
+    /// The file that describes `config`: its variant's name (`tresnet_m` when it is none of the
+    /// published ones) with every architecture argument in `model_args`, so
+    /// `timm.create_model(architecture, num_classes=…, **model_args)` builds this network.
+    pub fn describing(config: &TResNetConfig) -> Self {
+        let mut model_args = Map::new();
+        model_args.insert("layers".into(), serde_json::json!(config.layers));
+        model_args.insert("width_factor".into(), config.width_factor.into());
+        model_args.insert("v2".into(), config.v2.into());
+        model_args.insert("in_chans".into(), config.in_chans.into());
+        model_args.insert(
+            "global_pool".into(),
+            serde_json::to_value(config.global_pool).unwrap_or(Value::Null),
+        );
+        model_args.insert("stem_leaky_slope".into(), config.stem_leaky_slope.into());
+        model_args.insert("block_leaky_slope".into(), config.block_leaky_slope.into());
+        Self {
+            architecture: config.variant_name().unwrap_or("tresnet_m").to_string(),
+            num_classes: Some(config.num_classes),
+            num_features: Some(config.num_features()),
+            model_args,
+            pretrained_cfg: None,
+            label_names: None,
+            other: Map::new(),
+        }
+    }
+
     /// Reads and parses `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
         let text =
@@ -133,6 +149,28 @@ pub fn apply_model_args(config: &mut TResNetConfig, args: &Map<String, Value>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_described_config_builds_the_same_network() {
+        let mut config = TResNetConfig::variant("tresnet_m").unwrap();
+        config.layers = [1, 1, 2, 1];
+        config.width_factor = 0.25;
+        config.num_classes = 7;
+        let hub = HubConfig::describing(&config);
+        let text = serde_json::to_string(&hub).unwrap();
+        let back = HubConfig::parse(&text).unwrap();
+        assert_eq!(back, hub);
+        assert_eq!(back.to_tresnet_config().unwrap(), config);
+    }
+
+    #[test]
+    fn keys_the_backbone_does_not_read_are_kept() {
+        let text = r#"{"architecture": "tresnet_m", "task": "multi_label", "x": [1, 2]}"#;
+        let hub = HubConfig::parse(text).unwrap();
+        assert_eq!(hub.other["task"], "multi_label");
+        let again: Value = serde_json::to_value(&hub).unwrap();
+        assert_eq!(again["x"], serde_json::json!([1, 2]));
+    }
 
     #[test]
     fn model_args_override_the_named_variant() {

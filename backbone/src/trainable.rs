@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::build_options::BuildOptions;
 use crate::config::TResNetConfig;
 use crate::error::Result;
-use crate::layers::{BatchNormTrain, LayerWeights, NormMode};
+use crate::layers::{BatchNormTrain, LayerWeights, NormMode, RunningStats};
 use crate::layout::Layout;
 use crate::manifest::{EntryKind, Manifest};
 use crate::model::TResNet;
@@ -127,6 +127,22 @@ impl TrainableTResNet {
     /// Every batch norm with its prefix (`…bn`).
     pub fn batch_norms(&self) -> &[(String, Arc<BatchNormTrain>)] {
         &self.batch_norms
+    }
+
+    /// The running statistics of every batch norm, in [`Self::batch_norms`] order (cheap: the
+    /// tensors are shared, not copied).
+    pub fn running_statistics(&self) -> Vec<RunningStats> {
+        self.batch_norms
+            .iter()
+            .map(|(_, bn)| bn.running())
+            .collect()
+    }
+
+    /// Puts back statistics saved with [`Self::running_statistics`].
+    pub fn restore_running_statistics(&self, saved: Vec<RunningStats>) {
+        for ((_, bn), stats) in self.batch_norms.iter().zip(saved) {
+            bn.restore_running(stats);
+        }
     }
 
     /// Freezes (or unfreezes) the batch norms under any of `prefixes` (e.g. `body.conv1`,

@@ -16,6 +16,7 @@ use crate::preprocess_config::PreprocessConfig;
 /// How an image goes onto the detector's canvas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CanvasFit {
     /// Stretch to the canvas (aspect ratio not kept).
     #[default]

@@ -5,14 +5,27 @@ use serde_json::Value;
 use crate::error::{DataError, Result};
 
 /// How an image is brought to the input size.
+/// Named `squish` and `center` (also `crop`) on the command line, as in timm's `crop_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ResizeMode {
     /// Resize straight to `H × W`, ignoring the aspect ratio (the ASL / ML-Decoder multi-label
     /// protocol; timm `crop_mode='squish'`).
     Squish,
     /// Resize the shorter side to `⌊size / crop_pct⌋`, then centre-crop `H × W` (timm's ImageNet
     /// evaluation, `crop_mode='center'`).
+    #[cfg_attr(feature = "clap", value(name = "center", alias = "crop"))]
     CenterCrop,
+}
+
+impl ResizeMode {
+    /// timm's `crop_mode` name (`squish`, `center`), also the flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Squish => "squish",
+            Self::CenterCrop => "center",
+        }
+    }
 }
 
 /// The resampling filter (both antialiased when shrinking, as PIL's).
@@ -130,7 +143,7 @@ impl PreprocessConfig {
             "input_size": [3, self.height, self.width],
             "interpolation": match self.interpolation { Interpolation::Bilinear => "bilinear", Interpolation::Bicubic => "bicubic" },
             "crop_pct": self.crop_pct,
-            "crop_mode": match self.resize_mode { ResizeMode::Squish => "squish", ResizeMode::CenterCrop => "center" },
+            "crop_mode": self.resize_mode.name(),
             "mean": self.mean,
             "std": self.std,
         })

@@ -62,10 +62,12 @@ impl Shape {
 
 /// File format of the generated images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SyntheticFormat {
     /// Lossless PNG.
     Png,
     /// JPEG at quality 90.
+    #[cfg_attr(feature = "clap", value(alias = "jpg"))]
     Jpeg,
 }
 

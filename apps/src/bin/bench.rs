@@ -2,6 +2,7 @@
 //! timm's benchmark CSV columns.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -9,15 +10,28 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
 use tresnet::weights::{model_config, random_state_dict, resolve_weights};
-use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig, TrainableTResNet};
+use tresnet::{BuildOptions, Layout, Manifest, TResNet, TResNetConfig};
 use tresnet_apps::cli::RuntimeFlags;
 use tresnet_apps::largest_batch::{largest_batch, trial};
-use tresnet_apps::training::{LossScaler, Optimizer, OptimizerKind, ScaledStep, named_gradients};
 use tresnet_heads::detection::{
     DetectionHead, DetectorConfig, decode_detections, pyramid_channels, random_detector_state,
 };
-use tresnet_heads::losses::{AsymmetricSingleLabelLoss, single_label_loss};
+use tresnet_runtime::TaskKind;
+use tresnet_training::{
+    DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, StepOutcome, Target, TrainConfig,
+    Trainer,
+};
 
+tresnet_apps::use_mimalloc!();
+
+/// How `bench` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    /// timm's `benchmark.py` columns.
+    Csv,
+    /// One JSON object.
+    Json,
+}
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
@@ -50,9 +64,9 @@ struct Cli {
     /// Keep batch norms unfolded.
     #[arg(long)]
     no_fold: bool,
-    /// csv (timm's columns) or json.
-    #[arg(long, default_value = "csv")]
-    format: String,
+    /// Output: csv (timm's benchmark columns) or json.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+    format: ReportFormat,
     /// Omit the CSV header line.
     #[arg(long)]
     no_header: bool,
@@ -89,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--batch-size and --iters must be at least 1");
     }
     let device = cli.runtime.device()?;
-    let dtype = cli.runtime.dtype()?;
+    let dtype = cli.runtime.dtype();
     let options = BuildOptions {
         fold_batch_norm: !cli.no_fold,
         ..BuildOptions::new(device.clone(), dtype)
@@ -132,33 +146,32 @@ fn run(cli: Cli) -> Result<()> {
         Ok(input)
     };
 
+    // Training steps are `finetune`'s own: the training crate's `Trainer::step` (single-label
+    // cross-entropy, SGD momentum 0.9, weight decay 1e-4; f16/bf16 as mixed precision).
     let mut trainer = if cli.train {
-        let state = random_state_dict(&Layout::new(model.config())?, 0)?;
-        // f16/bf16 train as mixed precision (f32 master weights), as timm's AMP does.
-        let net = match dtype {
-            DType::F16 | DType::BF16 => {
-                TrainableTResNet::mixed_precision(model.config(), &state, dtype, &device)?
-            }
-            _ => TrainableTResNet::new(model.config(), &state, dtype, &device)?,
-        };
-        let optimizer = Optimizer::new(
-            OptimizerKind::Sgd {
-                momentum: 0.9,
-                nesterov: false,
-            },
-            1e-4,
-            net.parameters(),
-        );
-        Some((net, optimizer, LossScaler::new(dtype == DType::F16)))
+        Some(bench_trainer(
+            model.config(),
+            dtype,
+            cli.batch_size,
+            cli.input_size,
+            &device,
+        )?)
     } else {
         None
     };
     let classes = model.num_classes().max(1);
     let mut run_step = |input: &Tensor| -> Result<()> {
         match trainer.as_mut() {
-            Some((net, optimizer, scaler)) => {
-                let targets: Vec<usize> = (0..input.dim(0)?).map(|i| i % classes).collect();
-                train_step(net, optimizer, scaler, input, &targets, &device)
+            Some(trainer) => {
+                let targets: Vec<Target> = (0..input.dim(0)?)
+                    .map(|i| Target::Class(i % classes))
+                    .collect();
+                let outcome = trainer.step(&input.to_dtype(DType::F32)?, &targets)?;
+                if let StepOutcome::Skipped { message } = outcome {
+                    eprintln!("bench: {message}");
+                }
+                device.synchronize().context("device synchronize")?;
+                Ok(())
             }
             None => match &detection {
                 Some(head) => detection_step(&model, head, input, &device),
@@ -226,8 +239,8 @@ fn run(cli: Cli) -> Result<()> {
         sorted[0] * 1e3,
         times.len()
     );
-    match cli.format.as_str() {
-        "csv" => {
+    match cli.format {
+        ReportFormat::Csv => {
             if !cli.no_header {
                 let p = if cli.train { "train" } else { "infer" };
                 println!(
@@ -244,7 +257,7 @@ fn run(cli: Cli) -> Result<()> {
                 param_count as f64 / 1e6
             );
         }
-        "json" => println!(
+        ReportFormat::Json => println!(
             "{}",
             json!({
                 "mode": if cli.train { "train" } else { "infer" },
@@ -256,40 +269,58 @@ fn run(cli: Cli) -> Result<()> {
                 "infer_step_time": mean * 1e3,
                 "infer_step_time_median": median * 1e3,
                 "param_count": param_count,
-                "device": cli.runtime.device,
-                "dtype": cli.runtime.dtype,
+                "device": cli.runtime.device.to_string(),
+                "dtype": cli.runtime.dtype.name(),
                 // Which convolutions a CUDA run used: candle's default path or cuDNN.
                 "cuda_convolutions": if cfg!(feature = "cudnn") { "cudnn" } else { "candle" },
             })
         ),
-        other => bail!("--format {other}: expected csv or json"),
     }
     Ok(())
 }
 
 /// One training step: forward in training mode, cross-entropy (in f32), backward of the scaled
 /// loss, unscaling and the overflow check, SGD update (skipped on overflow, as PyTorch's
-/// `GradScaler` does).
-fn train_step(
-    net: &TrainableTResNet,
-    optimizer: &mut Optimizer,
-    scaler: &mut LossScaler,
-    input: &Tensor,
-    targets: &[usize],
+/// A trainer over random weights for `config`, as `finetune` would build it for random inputs.
+fn bench_trainer(
+    config: &TResNetConfig,
+    dtype: DType,
+    batch_size: usize,
+    input_size: usize,
     device: &Device,
-) -> Result<()> {
-    let logits = net.forward(input)?.to_dtype(DType::F32)?;
-    let loss = single_label_loss(
-        &AsymmetricSingleLabelLoss::cross_entropy(0.0),
-        &logits,
-        targets,
-    )?;
-    let mut grads = named_gradients(net.parameters(), &scaler.scale_loss(&loss)?.backward()?);
-    if scaler.unscale(&mut grads)? == ScaledStep::Apply {
-        optimizer.step(&grads, 1e-3, &[])?;
-    }
-    device.synchronize().context("device synchronize")?;
-    Ok(())
+) -> Result<Trainer> {
+    let classes = config.num_classes.max(1);
+    let definition = RunDefinition {
+        train: TrainConfig {
+            epochs: 1,
+            batch_size,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            weight_decay: 1e-4,
+            schedule: Schedule::Constant,
+            clip_grad: None,
+            ema_decay: None,
+            input_size,
+            precision: match dtype {
+                DType::F16 => Precision::F16Mixed,
+                DType::BF16 => Precision::Bf16Mixed,
+                _ => Precision::F32,
+            },
+            ..TrainConfig::default()
+        },
+        model: config.clone().with_num_classes(classes),
+        task: TaskKind::SingleLabel,
+        class_names: (0..classes).map(|i| format!("class_{i}")).collect(),
+        data: DataSpec::Folder {
+            train: PathBuf::from("(random inputs)"),
+            val: None,
+        },
+    };
+    let init = random_state_dict(&Layout::new(&definition.model)?, 0)?;
+    Trainer::new(definition, &init, 1, device)
 }
 
 /// One detection pass: backbone features, FPN + FCOS, decoding with NMS.

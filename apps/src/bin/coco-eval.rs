@@ -13,9 +13,7 @@ use clap::Parser;
 use serde_json::json;
 use tresnet_apps::box_drawing::{DrawnBox, draw_boxes};
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
-use tresnet_apps::detection_inference::{DetectionOutcome, detect_over_images};
-use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid};
-use tresnet_apps::model_bundle::{load_bundle, load_embedded_detector};
+use tresnet_apps::cli::{load_bundle, load_embedded_detector};
 use tresnet_apps::multilabel_report::MultilabelReport;
 use tresnet_apps::plots::{ClassCurve, pr_curve, write_plots};
 use tresnet_data::coco::{CocoDataset, CocoOptions};
@@ -25,7 +23,21 @@ use tresnet_heads::metrics::{
     COCO_STAT_NAMES, Decision, Detection, ScoreTable, evaluate_box_results_file, evaluate_boxes,
 };
 use tresnet_heads::predictions::ScoreFile;
+use tresnet_runtime::TaskKind;
+use tresnet_runtime::detection_inference::{DetectionOutcome, detect_over_images};
+use tresnet_runtime::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid};
 
+tresnet_apps::use_mimalloc!();
+
+/// The COCO evaluations (`--task`), spelled as the bundle tasks they score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum CocoTask {
+    /// Image-level labels: mAP and the CP/CR/CF1/OP/OR/OF1 table.
+    MultiLabel,
+    /// Boxes: the twelve COCO statistics.
+    Detection,
+}
 #[derive(Debug, Parser)]
 #[command(
     name = "coco-eval",
@@ -52,9 +64,9 @@ struct Cli {
     /// Image folder for --annotations (default: the json's folder).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// multilabel or detection.
-    #[arg(long, default_value = "multilabel")]
-    task: String,
+    /// What to evaluate: image-level multi-label scores (mAP) or boxes (the 12 COCO stats).
+    #[arg(long, value_enum, default_value_t = CocoTask::MultiLabel)]
+    task: CocoTask,
     /// Score a saved predictions file instead of running a model: a per-image score file
     /// (CSV/JSONL, multi-label) or a COCO results json (detection).
     #[arg(long)]
@@ -121,7 +133,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             eprintln!(
                 "coco-eval: no data given: evaluating the embedded default {} on a generated shapes split",
-                if cli.task == "detection" {
+                if cli.task == CocoTask::Detection {
                     "detector"
                 } else {
                     "model"
@@ -133,11 +145,8 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
 
-    if cli.task == "detection" {
+    if cli.task == CocoTask::Detection {
         return run_detection(&cli, &json, &image_root, scratch.path());
-    }
-    if cli.task != "multilabel" {
-        bail!("--task {}: expected multilabel or detection", cli.task);
     }
 
     let mut dataset = CocoDataset::from_file(&json, CocoOptions::multilabel())?;
@@ -212,8 +221,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         None => {
-            let overrides = cli.preprocess.overrides()?;
-            let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+            let overrides = &cli.preprocess;
+            let bundle = load_bundle(&cli.model, &cli.runtime, overrides)?;
             if bundle.num_classes() != k {
                 bail!(
                     "the model has {} outputs but {} has {k} categories",
@@ -316,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     let json_report = json!({
-        "task": "multilabel",
+        "task": TaskKind::MultiLabel,
         "annotations": json,
         "model": model_source,
         "predictions": cli.predictions,
@@ -336,13 +345,13 @@ fn run_detection(cli: &Cli, json_path: &Path, image_root: &Path, scratch: &Path)
     let eval = match &cli.predictions {
         Some(results) => evaluate_box_results_file(json_path, results)?,
         None => {
-            let overrides = cli.preprocess.overrides()?;
+            let overrides = &cli.preprocess;
             let bundle = if cli.model.backbone.is_none() && cli.model.weights.is_none() {
-                load_embedded_detector(&cli.runtime, &overrides)?
+                load_embedded_detector(&cli.runtime, overrides)?
             } else {
-                load_bundle(&cli.model, &cli.runtime, &overrides)?
+                load_bundle(&cli.model, &cli.runtime, overrides)?
             };
-            let detector = bundle.detector.as_ref().with_context(|| {
+            let detector = bundle.detector().with_context(|| {
                 format!(
                     "{} is not a detection model (train one with finetune --task detection)",
                     bundle.source
@@ -390,39 +399,38 @@ fn run_detection(cli: &Cli, json_path: &Path, image_root: &Path, scratch: &Path)
                 InferenceOptions::new(cli.batch_size, cli.runtime.worker_count(), "coco-eval");
             let mut detections: Vec<Detection> = Vec::new();
             let mut drawn = 0usize;
-            let timing =
-                detect_over_images(&bundle.model, detector, sources, &options, |outcomes| {
-                    for (i, outcome) in outcomes {
-                        let image = &dataset.images[i];
-                        match outcome {
-                            DetectionOutcome::Found(found) => {
-                                if let Some(dir) = &cli.draw {
-                                    let path = dataset.image_path(image_root, i);
-                                    draw_image(
-                                        dir,
-                                        &path,
-                                        image.id,
-                                        &found,
-                                        &names,
-                                        cli.draw_threshold,
-                                    )?;
-                                    drawn += 1;
-                                }
-                                detections.extend(found.iter().map(|d| Detection {
-                                    image_id: image.id,
-                                    category_id: dataset.categories[d.class].id,
-                                    bbox_xywh: xyxy_to_xywh(&d.bbox).map(f64::from),
-                                    score: f64::from(d.score),
-                                }));
+            let timing = detect_over_images(detector, sources, &options, |outcomes| {
+                for (i, outcome) in outcomes {
+                    let image = &dataset.images[i];
+                    match outcome {
+                        DetectionOutcome::Found(found) => {
+                            if let Some(dir) = &cli.draw {
+                                let path = dataset.image_path(image_root, i);
+                                draw_image(
+                                    dir,
+                                    &path,
+                                    image.id,
+                                    &found,
+                                    &names,
+                                    cli.draw_threshold,
+                                )?;
+                                drawn += 1;
                             }
-                            DetectionOutcome::Failed(reason) => {
-                                eprintln!("coco-eval: skipped: {reason}");
-                                skipped.push(json!({"image_id": image.id, "error": reason}));
-                            }
+                            detections.extend(found.iter().map(|d| Detection {
+                                image_id: image.id,
+                                category_id: dataset.categories[d.class].id,
+                                bbox_xywh: xyxy_to_xywh(&d.bbox).map(f64::from),
+                                score: f64::from(d.score),
+                            }));
+                        }
+                        DetectionOutcome::Failed(reason) => {
+                            eprintln!("coco-eval: skipped: {reason}");
+                            skipped.push(json!({"image_id": image.id, "error": reason}));
                         }
                     }
-                    Ok(())
-                })?;
+                }
+                Ok(())
+            })?;
             eprintln!(
                 "coco-eval: {} images in {:.1} s ({:.1} img/s), {} detections",
                 dataset.len(),
@@ -467,7 +475,7 @@ fn run_detection(cli: &Cli, json_path: &Path, image_root: &Path, scratch: &Path)
         );
     }
     let report = json!({
-        "task": "detection",
+        "task": TaskKind::Detection,
         "annotations": json_path,
         "model": model_source,
         "predictions": cli.predictions,

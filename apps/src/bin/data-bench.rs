@@ -11,14 +11,14 @@ use anyhow::{Result, bail};
 use candle_core::Device;
 use clap::Parser;
 use serde_json::json;
-use tresnet_apps::image_inputs::images_under;
-use tresnet_apps::model_bundle::parse_resize_mode;
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{
     DecodeLimits, ImageListDataset, ImageTransform, Loader, LoaderOptions, PreprocessConfig,
     ResizeMode, stack_batch,
 };
+use tresnet_runtime::image_inputs::images_under;
 
+tresnet_apps::use_mimalloc!();
 #[derive(Debug, Parser)]
 #[command(
     name = "data-bench",
@@ -34,9 +34,9 @@ struct Cli {
     /// Square input size.
     #[arg(long, default_value_t = 224)]
     input_size: usize,
-    /// squish or crop (resize shorter side to size/0.875, centre crop).
-    #[arg(long, default_value = "crop")]
-    resize: String,
+    /// squish, or center (resize the shorter side to size/0.875, centre crop; also `crop`).
+    #[arg(long, value_enum, default_value_t = ResizeMode::CenterCrop)]
+    resize: ResizeMode,
     /// Loader worker threads.
     #[arg(short = 'j', long, default_value_t = 1)]
     workers: usize,
@@ -73,7 +73,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     let (sources, _) = images_under(root)?;
     let mut cfg = PreprocessConfig::imagenet_eval(cli.input_size);
-    cfg.resize_mode = parse_resize_mode(&cli.resize)?;
+    cfg.resize_mode = cli.resize;
     if cfg.resize_mode == ResizeMode::Squish {
         cfg.crop_pct = 1.0;
     }
@@ -104,7 +104,7 @@ fn run(cli: Cli) -> Result<()> {
     let best = rates.iter().copied().fold(0.0, f64::max);
     println!(
         "{}",
-        json!({"task": "images", "images": dataset.items.len(), "input_size": cli.input_size, "resize": cli.resize,
+        json!({"task": "images", "images": dataset.items.len(), "input_size": cli.input_size, "resize": cli.resize.name(),
                "workers": cli.workers, "img_per_sec": best})
     );
     Ok(())

@@ -11,15 +11,18 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
+use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
-use tresnet_apps::image_inputs::{embedded_examples, images_under};
-use tresnet_apps::model_bundle::{ModelBundle, load_bundle};
-use tresnet_apps::safetensors_output::write_safetensors;
 use tresnet_data::{
     DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
     PreprocessConfig,
 };
+use tresnet_heads::HeadKind;
+use tresnet_runtime::image_inputs::{embedded_examples, images_under};
+use tresnet_runtime::safetensors_output::write_safetensors;
+use tresnet_runtime::{BundleNetwork, ModelBundle};
 
+tresnet_apps::use_mimalloc!();
 /// The outputs `embed` can write, in file order.
 const OUTPUT_NAMES: &[&str] = &[
     "stem",
@@ -79,14 +82,14 @@ impl Collected {
     }
 
     fn push(&mut self, bundle: &ModelBundle, batch: &Tensor) -> Result<()> {
-        let out = bundle.model.forward_all(batch)?;
+        let out = bundle.backbone().forward_all(batch)?;
         for map in out.features.all() {
             self.keep(&map.name, &map.tensor)?;
         }
         self.keep("pre_logits", &out.pre_logits)?;
-        let logits = match &bundle.ml_decoder {
-            Some(head) => Some(head.forward(out.features.last())?),
-            None => out.logits,
+        let logits = match &bundle.network {
+            BundleNetwork::Classifier(c) => Some(c.head.forward(out.features.last())?),
+            _ => None,
         };
         if let Some(logits) = &logits {
             self.keep("logits", logits)?;
@@ -127,8 +130,8 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let started = Instant::now();
-    let overrides = cli.preprocess.overrides()?;
-    let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+    let overrides = &cli.preprocess;
+    let bundle = load_bundle(&cli.model, &cli.runtime, overrides)?;
     let names = selected_outputs(cli.outputs.as_deref())?;
     let mut collected = Collected::new(names);
     let mut files: Vec<String> = Vec::new();
@@ -208,17 +211,22 @@ fn run(cli: Cli) -> Result<()> {
             "preprocess".to_string(),
             describe_preprocess(&bundle.preprocess),
         ),
-        ("dtype".to_string(), cli.runtime.dtype.clone()),
+        ("dtype".to_string(), cli.runtime.dtype.to_string()),
     ]);
     write_safetensors(&cli.output, &tensors, metadata)?;
     let summary = json!({
         "model": bundle.source,
-        "architecture": bundle.model.config(),
-        "head": if bundle.ml_decoder.is_some() { "ml_decoder" } else if bundle.num_classes() > 0 { "linear" } else { "none" },
+        "architecture": bundle.architecture,
+        "head": match bundle.head_kind() {
+            Some(HeadKind::MlDecoder) => "ml_decoder",
+            Some(HeadKind::Linear) => "linear",
+            None if bundle.detector().is_some() => "fcos",
+            None => "none",
+        },
         "num_classes": bundle.num_classes(),
         "preprocess": bundle.preprocess.to_pretrained_cfg(),
-        "device": cli.runtime.device,
-        "dtype": cli.runtime.dtype,
+        "device": cli.runtime.device.to_string(),
+        "dtype": cli.runtime.dtype.name(),
         "input": input_kind,
         "count": files.len(),
         "skipped": skipped,

@@ -14,6 +14,7 @@ use tresnet_heads::metrics::{
     ScoreTable, asl_mean_average_precision, evaluate_box_results_file, tie_aware_average_precision,
 };
 
+tresnet_apps::use_mimalloc!();
 #[derive(Debug, Parser)]
 #[command(
     name = "eval-bench",

@@ -10,13 +10,37 @@ use clap::Parser;
 use serde_json::json;
 use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weights};
 use tresnet::{FeatureInfo, Layout, TResNetConfig};
-use tresnet_apps::cli::parse_device;
-use tresnet_apps::training::{
-    Augment, DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, TaskKind, TrainRun,
-    TrainingData, load_latest_checkpoint, load_recipe, split_detection_state, train,
-};
+use tresnet_apps::cli::DeviceFlag;
 use tresnet_heads::detection::{check_detector_state, pyramid_channels, random_detector_state};
+use tresnet_runtime::TaskKind;
+use tresnet_runtime::detection_state::split_detection_state;
+use tresnet_training::{
+    Augment, DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, TrainRun, TrainingData,
+    load_latest_checkpoint, load_recipe, train,
+};
 
+tresnet_apps::use_mimalloc!();
+
+/// `--optimizer`, spelled as the recipe's `optimizer.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OptimizerName {
+    /// AdamW.
+    Adamw,
+    /// SGD with momentum.
+    Sgd,
+}
+
+/// `--schedule`, spelled as the recipe's `schedule.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum ScheduleName {
+    /// PyTorch's OneCycleLR (the ASL recipe).
+    OneCycle,
+    /// Linear warm-up (`--warmup-steps`), then cosine decay to 0.
+    CosineWarmup,
+    /// The base rate throughout.
+    Constant,
+}
 #[derive(Debug, Parser)]
 #[command(
     name = "finetune",
@@ -41,10 +65,10 @@ struct Cli {
     /// Folder of the validation json's images.
     #[arg(long)]
     val_images: Option<PathBuf>,
-    /// single-label, multilabel or detection (default: single-label for --data, multilabel for
-    /// --coco). Detection trains an FPN + FCOS head on the COCO boxes.
-    #[arg(long)]
-    task: Option<String>,
+    /// What to learn (default: single_label for --data, multi_label for --coco). Detection
+    /// trains an FPN + FCOS head on the COCO boxes.
+    #[arg(long, value_enum)]
+    task: Option<TaskKind>,
     /// Start from these weights (file, bundle directory or cached hub id); the classifier is
     /// re-initialised for the new classes.
     #[arg(long)]
@@ -67,13 +91,13 @@ struct Cli {
     batch_size: Option<usize>,
     #[arg(long)]
     lr: Option<f64>,
-    /// adamw or sgd.
-    #[arg(long)]
-    optimizer: Option<String>,
-    /// onecycle, cosine or constant.
-    #[arg(long)]
-    schedule: Option<String>,
-    /// Warm-up steps of the cosine schedule.
+    /// The update rule (PyTorch's defaults: AdamW 0.9/0.999/1e-8, SGD momentum 0.9 Nesterov).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerName>,
+    /// The learning-rate schedule (the recipe's `schedule.kind` spellings).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleName>,
+    /// Warm-up steps of the cosine_warmup schedule.
     #[arg(long, default_value_t = 0)]
     warmup_steps: usize,
     #[arg(long)]
@@ -88,9 +112,9 @@ struct Cli {
     accumulate: Option<usize>,
     #[arg(long)]
     input_size: Option<usize>,
-    /// full, light or none.
-    #[arg(long)]
-    augment: Option<String>,
+    /// How much augmentation.
+    #[arg(long, value_enum)]
+    augment: Option<Augment>,
     /// Freeze the stem and the first N−1 stages.
     #[arg(long)]
     freeze_stages: Option<usize>,
@@ -106,13 +130,13 @@ struct Cli {
     /// Data-loading threads.
     #[arg(short = 'j', long)]
     workers: Option<usize>,
-    /// f32, or mixed precision on a GPU: f16-mixed (dynamic loss scaling) or bf16-mixed
-    /// (f32 master weights, batch norms and losses in both).
-    #[arg(long)]
-    precision: Option<String>,
+    /// f32, or mixed precision: f16-mixed (dynamic loss scaling) or bf16-mixed (f32 master
+    /// weights, batch norms and losses in both).
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = DeviceFlag::parse)]
+    device: DeviceFlag,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -127,7 +151,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = parse_device(&cli.device)?;
+    let device = cli.device.open()?;
     if let Some(dir) = &cli.resume {
         let ckpt = load_latest_checkpoint(dir)?;
         for note in &ckpt.passed_over {
@@ -149,8 +173,6 @@ fn run(cli: Cli) -> Result<()> {
             device,
             init: StateDict::new(),
             quiet: cli.quiet,
-            stop_after_steps: None,
-            inject_nonfinite_loss_at: None,
         };
         return report(train(run, Some(ckpt))?, cli.quiet);
     }
@@ -183,34 +205,27 @@ fn run(cli: Cli) -> Result<()> {
     if cli.checkpoint_every.is_some() {
         cfg.checkpoint_every = cli.checkpoint_every;
     }
-    if let Some(o) = &cli.optimizer {
-        cfg.optimizer = match o.as_str() {
-            "adamw" => OptimizerKind::adamw(),
-            "sgd" => OptimizerKind::sgd(),
-            other => bail!("--optimizer {other}: expected adamw or sgd"),
+    if let Some(o) = cli.optimizer {
+        cfg.optimizer = match o {
+            OptimizerName::Adamw => OptimizerKind::adamw(),
+            OptimizerName::Sgd => OptimizerKind::sgd(),
         };
     }
-    if let Some(s) = &cli.schedule {
-        cfg.schedule = match s.as_str() {
-            "onecycle" => Schedule::one_cycle(),
-            "cosine" => Schedule::CosineWarmup {
+    if let Some(s) = cli.schedule {
+        cfg.schedule = match s {
+            ScheduleName::OneCycle => Schedule::one_cycle(),
+            ScheduleName::CosineWarmup => Schedule::CosineWarmup {
                 warmup_steps: cli.warmup_steps,
                 min_lr: 0.0,
             },
-            "constant" => Schedule::Constant,
-            other => bail!("--schedule {other}: expected onecycle, cosine or constant"),
+            ScheduleName::Constant => Schedule::Constant,
         };
     }
-    if let Some(p) = &cli.precision {
-        cfg.precision = Precision::parse(p).map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
+    if let Some(p) = cli.precision {
+        cfg.precision = p;
     }
-    if let Some(a) = &cli.augment {
-        cfg.augment = match a.as_str() {
-            "full" => Augment::Full,
-            "light" => Augment::Light,
-            "none" => Augment::None,
-            other => bail!("--augment {other}: expected full, light or none"),
-        };
+    if let Some(a) = cli.augment {
+        cfg.augment = a;
     }
     cfg.validate()?;
     let spec = match (&cli.data, &cli.coco) {
@@ -227,13 +242,10 @@ fn run(cli: Cli) -> Result<()> {
             "give --data FOLDER (single-label) or --coco JSON --images DIR (multi-label), or --resume DIR"
         ),
     };
-    let task = match (cli.task.as_deref(), &spec) {
-        (None, DataSpec::Folder { .. }) | (Some("single-label"), _) => TaskKind::SingleLabel,
-        (None, DataSpec::Coco { .. }) | (Some("multilabel"), _) => TaskKind::MultiLabel,
-        (Some("detection"), _) => TaskKind::Detection,
-        (Some(other), _) => {
-            bail!("--task {other}: expected single-label, multilabel or detection")
-        }
+    let task = match (cli.task, &spec) {
+        (Some(task), _) => task,
+        (None, DataSpec::Folder { .. }) => TaskKind::SingleLabel,
+        (None, DataSpec::Coco { .. }) => TaskKind::MultiLabel,
     };
     let data = TrainingData::load_task(&spec, task, cfg.val_fraction, cfg.seed)?;
     let classes = data.class_names.len();
@@ -326,13 +338,11 @@ fn run(cli: Cli) -> Result<()> {
         device,
         init,
         quiet: cli.quiet,
-        stop_after_steps: None,
-        inject_nonfinite_loss_at: None,
     };
     report(train(run, None)?, cli.quiet)
 }
 
-fn report(outcome: tresnet_apps::training::TrainOutcome, quiet: bool) -> Result<()> {
+fn report(outcome: tresnet_training::TrainOutcome, quiet: bool) -> Result<()> {
     if !quiet {
         for r in &outcome.history {
             eprintln!(

@@ -4,13 +4,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use serde_json::json;
 use tresnet_data::{
     SyntheticConfig, SyntheticFormat, write_synthetic_coco, write_synthetic_image_folder,
 };
 
+tresnet_apps::use_mimalloc!();
+
+/// How the files are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    /// `images/` and a COCO `annotations.json` (multi-label and detection).
+    Coco,
+    /// One subfolder per shape (single-label, ImageFolder).
+    Folder,
+}
 #[derive(Debug, Parser)]
 #[command(
     name = "make-shapes",
@@ -20,8 +30,8 @@ struct Cli {
     /// Output directory.
     output: PathBuf,
     /// coco (images/ + annotations.json) or folder (one subfolder per shape).
-    #[arg(long, default_value = "coco")]
-    layout: String,
+    #[arg(long, value_enum, default_value_t = Layout::Coco)]
+    layout: Layout,
     /// Number of images.
     #[arg(short = 'n', long, default_value_t = 2400)]
     images: usize,
@@ -31,9 +41,9 @@ struct Cli {
     /// Image side in pixels (objects scale with it).
     #[arg(long, default_value_t = 64)]
     size: u32,
-    /// png or jpeg.
-    #[arg(long, default_value = "png")]
-    format: String,
+    /// Image file format.
+    #[arg(long, value_enum, default_value_t = SyntheticFormat::Png)]
+    format: SyntheticFormat,
 }
 
 fn main() {
@@ -52,26 +62,21 @@ fn run(cli: Cli) -> Result<()> {
         height: cli.size,
         min_size: scale(base.min_size),
         max_size: scale(base.max_size),
-        format: match cli.format.as_str() {
-            "png" => SyntheticFormat::Png,
-            "jpeg" | "jpg" => SyntheticFormat::Jpeg,
-            other => bail!("--format {other}: expected png or jpeg"),
-        },
+        format: cli.format,
         ..base
     };
-    match cli.layout.as_str() {
-        "coco" => {
+    match cli.layout {
+        Layout::Coco => {
             let written = write_synthetic_coco(&cli.output, &config)?;
             println!(
                 "{}",
                 json!({"annotations": written.annotations, "images": written.images, "count": cli.images})
             );
         }
-        "folder" => {
+        Layout::Folder => {
             write_synthetic_image_folder(&cli.output, &config)?;
             println!("{}", json!({"root": cli.output, "count": cli.images}));
         }
-        other => bail!("--layout {other}: expected coco or folder"),
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use tresnet::layers::{
 use tresnet::layout::Activation;
 use tresnet_apps::cli::RuntimeFlags;
 
+tresnet_apps::use_mimalloc!();
 #[derive(Debug, Parser)]
 #[command(
     name = "op-bench",
@@ -405,7 +406,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--batch-size and --iters must be at least 1");
     }
     let device = cli.runtime.device()?;
-    let dtype = cli.runtime.dtype()?;
+    let dtype = cli.runtime.dtype();
     if device.is_cpu() && dtype != DType::F32 {
         bail!(
             "--dtype {}: the CPU kernels are f32 ones",
@@ -443,8 +444,8 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 time_ms(&device, cli.warmup, cli.iters, || run_candle(case, &i))?
             };
-            line["device"] = json!(cli.runtime.device);
-            line["dtype"] = json!(cli.runtime.dtype);
+            line["device"] = json!(cli.runtime.device.to_string());
+            line["dtype"] = json!(cli.runtime.dtype.name());
             line["ours_ms"] = json!(ours);
             line["candle_ms"] = json!(candle);
             eprintln!(

@@ -11,20 +11,24 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
+use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
 use tresnet_apps::gallery::{GalleryItem, write_gallery};
-use tresnet_apps::image_inputs::images_under;
-use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images, sigmoid, softmax};
-use tresnet_apps::model_bundle::{ModelBundle, load_bundle};
 use tresnet_apps::tag_records::{
     CSV_HEADER, Format, Label, TagRecord, append, done_by, latest_per_file, read_existing, rewrite,
     short_id,
 };
-use tresnet_apps::training::TaskKind;
 use tresnet_apps::xmp_sidecar::write_sidecar;
 use tresnet_data::ImageSource;
 use tresnet_heads::metrics::top_k;
+use tresnet_runtime::ModelBundle;
+use tresnet_runtime::TaskKind;
+use tresnet_runtime::image_inputs::images_under;
+use tresnet_runtime::inference::{
+    ImageOutcome, InferenceOptions, run_over_images, sigmoid, softmax,
+};
 
+tresnet_apps::use_mimalloc!();
 #[derive(Debug, Parser)]
 #[command(
     name = "tag",
@@ -33,7 +37,7 @@ use tresnet_heads::metrics::top_k;
                   classes above their calibrated per-class thresholds (from the bundle) or \
                   --threshold; single-label models keep their top --top-k classes. Re-running skips \
                   photos already tagged with the same model. Without --weights the embedded default \
-                  model runs (try `tag apps/assets/examples`)."
+                  model runs (try `tag runtime/assets/examples`)."
 )]
 struct Cli {
     /// A folder of photos (searched recursively) or one photo.
@@ -45,9 +49,9 @@ struct Cli {
     /// Output file (default tags.jsonl / tags.csv / tags.json in the current directory).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// jsonl, csv or json.
-    #[arg(long, default_value = "jsonl")]
-    format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
     /// Score threshold for multi-label models (default: the bundle's calibrated thresholds, else 0.7).
     #[arg(long)]
     threshold: Option<f32>,
@@ -141,13 +145,13 @@ impl LabelRule {
 
 fn run(cli: Cli) -> Result<()> {
     cli.runtime.init_threads()?;
-    let format = Format::parse(&cli.format)?;
+    let format = cli.format;
     let output = cli
         .output
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("tags.{}", cli.format)));
-    let overrides = cli.preprocess.overrides()?;
-    let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+        .unwrap_or_else(|| PathBuf::from(format!("tags.{}", format.extension())));
+    let overrides = &cli.preprocess;
+    let bundle = load_bundle(&cli.model, &cli.runtime, overrides)?;
     if bundle.num_classes() == 0 {
         bail!("the model has no classifier to tag with");
     }

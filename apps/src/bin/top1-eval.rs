@@ -9,14 +9,15 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use tresnet::{Layout, Manifest};
+use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
-use tresnet_apps::inference::{ImageOutcome, InferenceOptions, run_over_images};
-use tresnet_apps::model_bundle::load_bundle;
 use tresnet_data::{
     ImageFolder, ImageSource, SyntheticConfig, walk_photos, write_synthetic_image_folder,
 };
 use tresnet_heads::metrics::top_k_accuracy;
+use tresnet_runtime::inference::{ImageOutcome, InferenceOptions, run_over_images};
 
+tresnet_apps::use_mimalloc!();
 #[derive(Debug, Parser)]
 #[command(
     name = "top1-eval",
@@ -121,8 +122,8 @@ fn run(cli: Cli) -> Result<()> {
             scratch.path().to_path_buf()
         }
     };
-    let overrides = cli.preprocess.overrides()?;
-    let bundle = load_bundle(&cli.model, &cli.runtime, &overrides)?;
+    let overrides = &cli.preprocess;
+    let bundle = load_bundle(&cli.model, &cli.runtime, overrides)?;
     let classes = bundle.num_classes();
     if classes == 0 {
         bail!("the model has no classifier");
@@ -208,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
     let table = Tensor::from_vec(flat, (logits.len(), classes), &Device::Cpu)?;
     let top1 = 100.0 * top_k_accuracy(&table, &targets, 1)?;
     let top5 = 100.0 * top_k_accuracy(&table, &targets, 5.min(classes))?;
-    let params = Manifest::of(&Layout::new(bundle.model.config())?).param_count();
+    let params = Manifest::of(&Layout::new(&bundle.architecture)?).param_count();
     let p = &bundle.preprocess;
     let header = "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation";
     let row = format!(

@@ -128,6 +128,12 @@ impl BatchNormTrain {
             .clone()
     }
 
+    /// Puts back statistics saved with [`Self::running`] (undoing the updates of batches that
+    /// turned out to be unusable, e.g. a non-finite loss).
+    pub fn restore_running(&self, saved: RunningStats) {
+        *self.running.lock().expect("batch-norm statistics lock") = saved;
+    }
+
     /// `activation(batch_norm(x))` on `(N, C, H, W)`; on the CPU in f32 one fused kernel (with a
     /// fused gradient) does both.
     pub fn forward_act(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {

@@ -3,13 +3,14 @@
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::optimizer::OptimizerKind;
-use super::precision::Precision;
-use super::schedule::Schedule;
+use crate::optimizer::OptimizerKind;
+use crate::precision::Precision;
+use crate::schedule::Schedule;
 
 /// How much data augmentation training uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Augment {
     /// Only the geometric crop (random resized crop, or squish) and flips.
     Light,

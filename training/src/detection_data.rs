@@ -8,12 +8,11 @@ use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use serde_json::json;
 use tresnet_data::{
-    CanvasFit, Dataset, DecodeLimits, DetectionDataset, DetectionTransform, ImageSource,
-    PreprocessConfig,
+    Dataset, DecodeLimits, DetectionDataset, DetectionTransform, ImageSource, PreprocessConfig,
 };
 
-use super::config::{Augment, TrainConfig};
-use super::data::{DetectionTarget, Target};
+use crate::config::{Augment, TrainConfig};
+use crate::data::{DetectionTarget, Target};
 
 /// The canvas transform of a detection run: `train` adds the horizontal flip its augmentation
 /// asks for.
@@ -124,13 +123,4 @@ pub fn write_ground_truth(
         std::io::Write::write_all(w, &bytes)
     })
     .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The canvas fit named in a bundle's `config.json` (`squish` when absent).
-pub fn parse_canvas_fit(name: Option<&str>) -> Result<CanvasFit> {
-    match name {
-        None | Some("squish") => Ok(CanvasFit::Squish),
-        Some("letterbox") => Ok(CanvasFit::Letterbox),
-        Some(other) => anyhow::bail!("canvas fit {other}: expected squish or letterbox"),
-    }
 }

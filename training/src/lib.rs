@@ -1,22 +1,28 @@
+//! # tresnet-training
+//!
 //! Transfer learning and training from scratch: settings, data, optimisers, schedules, EMA,
-//! checkpoints and the loop that ties them together (used by `finetune`).
+//! checkpoints and the loop that ties them together (used by `finetune` and `bench --train`).
 
 mod checkpoint;
 mod config;
 mod data;
 mod detection_data;
 mod ema;
+mod gradients;
 mod loss_scale;
 mod optimizer;
 mod precision;
-mod progress;
+mod run;
 mod schedule;
 mod sgd_in_place;
+mod task_loss;
 mod trainable_net;
 mod trainer;
+mod training_set;
+mod validation;
 
 pub use checkpoint::{
-    Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, TaskKind, load_latest_checkpoint,
+    Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, load_latest_checkpoint,
     save_checkpoint,
 };
 pub use config::{Augment, MultiLabelLoss, TrainConfig};
@@ -24,14 +30,15 @@ pub use data::{
     DetectionTarget, Target, TrainingData, eval_preprocess, load_recipe, train_transform,
 };
 pub use detection_data::{
-    DetectionTrainingSet, detection_items, detection_transform, parse_canvas_fit,
-    write_ground_truth,
+    DetectionTrainingSet, detection_items, detection_transform, write_ground_truth,
 };
 pub use ema::Ema;
 pub use loss_scale::{GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LossScaleState, LossScaler, ScaledStep};
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};
 pub use precision::Precision;
-pub use progress::{Progress, format_duration};
+pub use run::{TrainOutcome, TrainRun, train, train_with};
 pub use schedule::Schedule;
-pub use trainable_net::{DETECTION_PREFIXES, TrainableNet, split_detection_state};
-pub use trainer::{TrainOutcome, TrainRun, Validation, train, validate};
+pub use trainable_net::TrainableNet;
+pub use trainer::{StepOutcome, Trainer, best_dir};
+pub use training_set::TrainingSet;
+pub use validation::{Validation, validate};

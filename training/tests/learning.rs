@@ -6,10 +6,10 @@
 
 use tresnet::weights::random_state_dict;
 use tresnet::{Layout, TResNetConfig};
-use tresnet_apps::training::{
+use tresnet_data::{SyntheticConfig, write_synthetic_coco, write_synthetic_image_folder};
+use tresnet_training::{
     Augment, DataSpec, RunDefinition, TrainConfig, TrainRun, TrainingData, train,
 };
-use tresnet_data::{SyntheticConfig, write_synthetic_coco, write_synthetic_image_folder};
 
 fn small_tresnet(classes: usize) -> TResNetConfig {
     TResNetConfig {
@@ -48,8 +48,6 @@ fn run(spec: DataSpec, epochs: usize, lr: f64) -> (Vec<f64>, f64) {
             device: candle_core::Device::Cpu,
             init: random_state_dict(&Layout::new(&model).unwrap(), 1).unwrap(),
             quiet: true,
-            stop_after_steps: None,
-            inject_nonfinite_loss_at: None,
         },
         None,
     )

@@ -10,7 +10,7 @@ use tresnet_data::{
 };
 
 use crate::model_bundle::ModelBundle;
-use crate::training::Progress;
+use crate::progress::Progress;
 
 /// What happened to one image.
 #[derive(Debug, Clone)]

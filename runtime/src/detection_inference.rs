@@ -12,12 +12,14 @@ use tresnet_heads::detection::{
     BoxDetection, DetectionHead, DetectorConfig, decode_detections, pyramid_channels,
 };
 
+use crate::detection_state::split_detection_state;
 use crate::inference::{InferenceOptions, PassTiming, timed_pass};
-use crate::training::split_detection_state;
 
-/// A detection head and how images are put on its canvas; it runs on a backbone without a
-/// classifier held beside it (a bundle's `model`).
+/// A TResNet backbone (without a classifier), its detection head, and how images are put on the
+/// head's canvas.
 pub struct Detector {
+    /// The backbone whose stride-8/16/32 maps feed the head.
+    pub backbone: TResNet,
     /// FPN + FCOS.
     pub head: DetectionHead,
     /// Canvas size, fit and normalisation (no flip).
@@ -33,7 +35,7 @@ impl Detector {
         state: &StateDict,
         options: &BuildOptions,
         transform: DetectionTransform,
-    ) -> Result<(TResNet, Self)> {
+    ) -> Result<Self> {
         let (backbone_state, head_state) = split_detection_state(state.clone());
         let backbone = TResNet::new(
             &backbone_config.clone().with_num_classes(0),
@@ -50,15 +52,16 @@ impl Detector {
             &options.device,
         )
         .context("loading the detection head")?;
-        Ok((backbone, Self { head, transform }))
+        Ok(Self {
+            backbone,
+            head,
+            transform,
+        })
     }
 
     /// Detections of a batch `(B, 3, H, W)` in canvas pixels, best first per image.
-    pub fn detect_batch(
-        &self,
-        backbone: &TResNet,
-        images: &candle_core::Tensor,
-    ) -> Result<Vec<Vec<BoxDetection>>> {
+    pub fn detect_batch(&self, images: &candle_core::Tensor) -> Result<Vec<Vec<BoxDetection>>> {
+        let backbone = &self.backbone;
         let images = images
             .to_device(backbone.device())?
             .to_dtype(backbone.dtype())?;
@@ -81,7 +84,6 @@ pub enum DetectionOutcome {
 /// Runs `detector` over `sources` in order; `on_batch` receives `(source index, outcome)` pairs
 /// batch by batch. Returns the timing.
 pub fn detect_over_images(
-    backbone: &TResNet,
     detector: &Detector,
     sources: Vec<ImageSource>,
     options: &InferenceOptions,
@@ -102,7 +104,7 @@ pub fn detect_over_images(
         |items| {
             let floats: Vec<Vec<f32>> = items.iter().map(|(_, s)| s.image.clone()).collect();
             let images = tresnet_data::stack_batch(&floats, cfg, &Device::Cpu)?;
-            let found = detector.detect_batch(backbone, &images)?;
+            let found = detector.detect_batch(&images)?;
             Ok(items
                 .iter()
                 .zip(found)

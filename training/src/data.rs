@@ -13,8 +13,8 @@ use tresnet_data::{
     PreprocessConfig, TrainCrop, TrainTransform,
 };
 
-use super::checkpoint::TaskKind;
-use super::config::{Augment, TrainConfig};
+use crate::config::{Augment, TrainConfig};
+use tresnet_runtime::TaskKind;
 
 /// The label of one training image.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,23 +217,23 @@ impl TrainingData {
     }
 
     /// Reads the data a [`DataSpec`] names: folders are single-label, COCO files multi-label.
-    pub fn load(spec: &super::checkpoint::DataSpec, val_fraction: f64, seed: u64) -> Result<Self> {
+    pub fn load(spec: &crate::checkpoint::DataSpec, val_fraction: f64, seed: u64) -> Result<Self> {
         let task = match spec {
-            super::checkpoint::DataSpec::Folder { .. } => TaskKind::SingleLabel,
-            super::checkpoint::DataSpec::Coco { .. } => TaskKind::MultiLabel,
+            crate::checkpoint::DataSpec::Folder { .. } => TaskKind::SingleLabel,
+            crate::checkpoint::DataSpec::Coco { .. } => TaskKind::MultiLabel,
         };
         Self::load_task(spec, task, val_fraction, seed)
     }
 
     /// Reads the data a [`DataSpec`] names for `task` (a COCO file can also train detection).
     pub fn load_task(
-        spec: &super::checkpoint::DataSpec,
+        spec: &crate::checkpoint::DataSpec,
         task: TaskKind,
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
         match spec {
-            super::checkpoint::DataSpec::Folder { train, val } => {
+            crate::checkpoint::DataSpec::Folder { train, val } => {
                 if task != TaskKind::SingleLabel {
                     bail!(
                         "{}: an image folder trains single-label only",
@@ -242,7 +242,7 @@ impl TrainingData {
                 }
                 Self::from_image_folder(train, val.as_deref(), val_fraction, seed)
             }
-            super::checkpoint::DataSpec::Coco {
+            crate::checkpoint::DataSpec::Coco {
                 train_json,
                 train_images,
                 val,

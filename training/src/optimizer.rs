@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use tresnet::weights::StateDict;
 
-use super::sgd_in_place::{self, SgdSettings, sgd_step_in_place};
+use crate::sgd_in_place::{self, SgdSettings, sgd_step_in_place};
 
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

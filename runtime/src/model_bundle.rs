@@ -1,25 +1,22 @@
 //! A runnable model with what it needs around it: preprocessing and label names, resolved from the
-//! flags, the weights' `config.json`, the published tag, or the embedded default.
+//! weights' `config.json`, the published tag, the protocol of an official checkpoint, or the
+//! embedded default.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use tresnet::pretrained::find_pretrained;
 use tresnet::weights::{ResolvedWeights, StateDict, model_config, resolve_weights};
 use tresnet::{BuildOptions, HubConfig, TResNet, TResNetConfig};
-use tresnet_data::{PreprocessConfig, ResizeMode};
-
-use tresnet_data::CanvasFit;
-use tresnet_heads::MlDecoder;
+use tresnet_data::{CanvasFit, PreprocessConfig, ResizeMode};
 use tresnet_heads::detection::DetectorConfig;
-use tresnet_heads::ml_decoder::is_ml_decoder;
+use tresnet_heads::{ClassificationHead, Classifier, HeadKind};
 
+use crate::bundle_config::{BundleConfig, BundleSettings, HeadName};
 use crate::checkpoint_protocol::{CheckpointProtocol, protocol_for};
-use crate::cli::{ModelFlags, RuntimeFlags};
 use crate::detection_inference::Detector;
-use crate::training::TaskKind;
-use crate::training::parse_canvas_fit;
+use crate::task_kind::TaskKind;
 
 /// The embedded default model: a small TResNet (layers [1,1,1,1], width 0.25, 64×64 inputs)
 /// trained by this project on its synthetic shapes dataset, multi-label (six shapes), with
@@ -29,13 +26,46 @@ const EMBEDDED_CONFIG: &str = include_str!("../assets/shapes_multilabel/config.j
 /// Name shown for the embedded default.
 pub const EMBEDDED_NAME: &str = "embedded:shapes_multilabel";
 
+/// Which network and weights to load (what `--backbone`, `--weights`, `--num-classes` and
+/// `--no-fold` say on the command line).
+#[derive(Debug, Clone, Default)]
+pub struct ModelSpec {
+    /// Architecture (`tresnet_m` …), optionally with a timm tag (`tresnet_l.miil_in1k_448`);
+    /// without `weights`, the tag's weights are looked up in the local Hugging Face cache.
+    pub backbone: Option<String>,
+    /// A weights file, a bundle directory or a cached hub id.
+    pub weights: Option<String>,
+    /// Number of classes the head must have (default: whatever the checkpoint holds).
+    pub num_classes: Option<usize>,
+    /// Keep batch norms separate instead of folding them into the convolutions.
+    pub keep_batch_norms: bool,
+}
+
+impl ModelSpec {
+    /// Whether this names the embedded default (neither backbone nor weights).
+    pub fn is_embedded_default(&self) -> bool {
+        self.backbone.is_none() && self.weights.is_none()
+    }
+}
+
+/// The network of a bundle, by what sits on the backbone.
+pub enum BundleNetwork {
+    /// A backbone and a classification head (linear or ML-Decoder): `(B, 3, H, W)` →
+    /// `(B, num_classes)` logits.
+    Classifier(Classifier),
+    /// A backbone without a head: feature maps and pooled features only.
+    Features(TResNet),
+    /// A backbone with the FPN + FCOS detection head.
+    Detector(Detector),
+}
+
 /// A model ready to run, with its preprocessing and labels.
 pub struct ModelBundle {
-    /// The network; it holds the classifier itself unless [`Self::ml_decoder`] replaces it.
-    pub model: TResNet,
-    /// An ML-Decoder head on the last feature map, when the checkpoint has one instead of a
-    /// linear classifier.
-    pub ml_decoder: Option<MlDecoder>,
+    /// The network.
+    pub network: BundleNetwork,
+    /// The whole architecture, `num_classes` included (the backbone itself is built without a
+    /// classifier).
+    pub architecture: TResNetConfig,
     /// How images must be prepared for it.
     pub preprocess: PreprocessConfig,
     /// Class names, when known.
@@ -46,35 +76,54 @@ pub struct ModelBundle {
     pub task: Option<TaskKind>,
     /// Calibrated per-class thresholds, when the bundle has them.
     pub thresholds: Option<Vec<f32>>,
-    /// A detector, when the bundle is one (then [`Self::model`] is its backbone without a
-    /// classifier).
-    pub detector: Option<Detector>,
 }
 
 impl ModelBundle {
-    /// Number of classes the model scores (0: a feature extractor).
-    pub fn num_classes(&self) -> usize {
-        if let Some(d) = &self.detector {
-            return d.head.config().num_classes;
-        }
-        match &self.ml_decoder {
-            Some(head) => head.config().num_classes,
-            None => self.model.num_classes(),
+    /// The backbone, whatever head it feeds.
+    pub fn backbone(&self) -> &TResNet {
+        match &self.network {
+            BundleNetwork::Classifier(c) => &c.backbone,
+            BundleNetwork::Features(b) => b,
+            BundleNetwork::Detector(d) => &d.backbone,
         }
     }
 
-    /// Logits `(B, num_classes)` for images `(B, 3, H, W)`.
+    /// The detector, when the bundle is one.
+    pub fn detector(&self) -> Option<&Detector> {
+        match &self.network {
+            BundleNetwork::Detector(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The classification head's kind, when there is one.
+    pub fn head_kind(&self) -> Option<HeadKind> {
+        match &self.network {
+            BundleNetwork::Classifier(c) => Some(c.head.kind()),
+            _ => None,
+        }
+    }
+
+    /// Number of classes the model scores (0: a feature extractor).
+    pub fn num_classes(&self) -> usize {
+        match &self.network {
+            BundleNetwork::Classifier(c) => c.head.num_classes(),
+            BundleNetwork::Features(_) => 0,
+            BundleNetwork::Detector(d) => d.head.config().num_classes,
+        }
+    }
+
+    /// Logits `(B, num_classes)` for images `(B, 3, H, W)`; a feature extractor gives its pooled
+    /// features `(B, num_features)`, as timm's `forward` with `num_classes=0`.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
-        if self.detector.is_some() {
-            anyhow::bail!(
+        match &self.network {
+            BundleNetwork::Classifier(c) => Ok(c.forward(images)?),
+            BundleNetwork::Features(b) => Ok(b.forward(images)?),
+            BundleNetwork::Detector(_) => anyhow::bail!(
                 "{} is a detection model: it gives boxes, not image scores (use coco-eval --task detection)",
                 self.source
-            );
+            ),
         }
-        Ok(match &self.ml_decoder {
-            Some(head) => head.forward(self.model.forward_features(images)?.last())?,
-            None => self.model.forward(images)?,
-        })
     }
 
     /// The bundle if its parts agree: one label name and one threshold (finite, in `[0, 1]`) per
@@ -125,26 +174,17 @@ impl ModelBundle {
         format!(
             "{}#{}",
             self.source,
-            serde_json::to_string(self.model.config()).unwrap_or_default()
+            serde_json::to_string(&self.architecture).unwrap_or_default()
         )
     }
 }
 
-fn task_of(hub: &HubConfig) -> Option<TaskKind> {
-    match hub.task.as_deref() {
-        Some("multi_label") => Some(TaskKind::MultiLabel),
-        Some("single_label") => Some(TaskKind::SingleLabel),
-        Some("detection") => Some(TaskKind::Detection),
-        _ => None,
-    }
-}
-
-/// Overrides of the preprocessing given on the command line.
+/// Overrides of the model's own preprocessing (`--input-size`, `--resize`).
 #[derive(Debug, Clone, Default)]
 pub struct PreprocessOverrides {
-    /// `--input-size`.
+    /// Square input size.
     pub input_size: Option<usize>,
-    /// `--resize squish|crop`.
+    /// Squish or centre crop.
     pub resize_mode: Option<ResizeMode>,
 }
 
@@ -160,38 +200,30 @@ impl PreprocessOverrides {
     }
 }
 
-/// Parses `--resize`.
-pub fn parse_resize_mode(spec: &str) -> Result<ResizeMode> {
-    match spec {
-        "squish" => Ok(ResizeMode::Squish),
-        "crop" => Ok(ResizeMode::CenterCrop),
-        other => anyhow::bail!("--resize {other}: expected squish or crop"),
-    }
-}
-
-/// Loads the model the flags describe; with neither `--backbone` nor `--weights`, the embedded
-/// default.
+/// Loads the model `spec` describes on `device` in `dtype`; with neither backbone nor weights,
+/// the embedded default.
 pub fn load_bundle(
-    flags: &ModelFlags,
-    runtime: &RuntimeFlags,
-    overrides: &PreprocessOverrides,
-) -> Result<ModelBundle> {
-    load_unchecked(flags, runtime, overrides)?.checked()
-}
-
-fn load_unchecked(
-    flags: &ModelFlags,
-    runtime: &RuntimeFlags,
+    spec: &ModelSpec,
+    device: &Device,
+    dtype: DType,
     overrides: &PreprocessOverrides,
 ) -> Result<ModelBundle> {
     let options = BuildOptions {
-        fold_batch_norm: !flags.no_fold,
-        ..BuildOptions::new(runtime.device()?, runtime.dtype()?)
+        fold_batch_norm: !spec.keep_batch_norms,
+        ..BuildOptions::new(device.clone(), dtype)
     };
-    if flags.backbone.is_none() && flags.weights.is_none() {
-        return load_embedded(&options, overrides);
+    load_unchecked(spec, &options, overrides)?.checked()
+}
+
+fn load_unchecked(
+    spec: &ModelSpec,
+    options: &BuildOptions,
+    overrides: &PreprocessOverrides,
+) -> Result<ModelBundle> {
+    if spec.is_embedded_default() {
+        return load_embedded(options, overrides);
     }
-    let weights_spec = match (&flags.weights, &flags.backbone) {
+    let weights_spec = match (&spec.weights, &spec.backbone) {
         (Some(w), _) => w.clone(),
         (None, Some(name)) => {
             let tag = find_pretrained(name).with_context(|| {
@@ -201,88 +233,85 @@ fn load_unchecked(
             })?;
             tag.hub_id()
         }
-        (None, None) => unreachable!("handled above"),
+        (None, None) => unreachable!("the embedded default is handled above"),
     };
     let mut resolved = resolve_weights(&weights_spec)?;
-    if let Some(hub) = resolved.hub_config.clone()
-        && hub.detector.is_some()
+    let source = resolved.weights.path.display().to_string();
+    let bundle_config = resolved
+        .hub_config
+        .clone()
+        .map(BundleConfig::from_hub)
+        .transpose()
+        .with_context(|| format!("{source}: config.json"))?;
+    if let Some(bundle_config) = &bundle_config
+        && bundle_config.settings.detector.is_some()
     {
-        let source = resolved.weights.path.display().to_string();
         return detection_bundle(
-            hub,
+            bundle_config,
             &resolved.weights.state_dict,
             source,
-            &options,
+            options,
             overrides,
         );
     }
-    // An ML-Decoder head is built on its own; the backbone is then built without a classifier.
+    // The head is built by the heads crate; the backbone without a classifier.
     let head_state = resolved.weights.state_dict.take_prefix("head.");
-    let ml_decoder = if is_ml_decoder(&head_state) {
-        let head =
-            MlDecoder::load(head_state, options.dtype, &options.device).with_context(|| {
-                format!(
-                    "loading the ML-Decoder head of {}",
-                    resolved.weights.path.display()
-                )
-            })?;
-        Some(head)
-    } else {
-        for (k, v) in head_state.iter() {
-            resolved
-                .weights
-                .state_dict
-                .insert(format!("head.{k}"), v.clone());
+    let head_kind = HeadKind::detect(&head_state);
+    let body = model_config(spec.backbone.as_deref(), Some(&resolved), Some(0))?;
+    let backbone = TResNet::new(&body, &resolved.weights.state_dict, options)
+        .with_context(|| format!("loading {source}"))?;
+    let network = match head_kind {
+        Some(kind) => {
+            let head = ClassificationHead::load(
+                head_state,
+                Some(kind),
+                body.global_pool,
+                options.dtype,
+                &options.device,
+            )
+            .with_context(|| format!("loading the head of {source}"))?;
+            BundleNetwork::Classifier(Classifier { backbone, head })
         }
-        None
+        None => BundleNetwork::Features(backbone),
     };
-    let config = model_config(
-        flags.backbone.as_deref(),
-        Some(&resolved),
-        if ml_decoder.is_some() {
-            Some(0)
-        } else {
-            flags.num_classes
-        },
-    )?;
-    if let (Some(n), Some(head)) = (flags.num_classes, &ml_decoder)
-        && n != head.config().num_classes
+    let num_classes = match &network {
+        BundleNetwork::Classifier(c) => c.head.num_classes(),
+        _ => 0,
+    };
+    if let Some(n) = spec.num_classes
+        && n != num_classes
     {
         anyhow::bail!(
-            "--num-classes {n}: the ML-Decoder head has {} classes",
-            head.config().num_classes
+            "--num-classes {n}: the checkpoint's head has {num_classes} classes \
+             (retrain the head with finetune to change them)"
         );
     }
-    let model = TResNet::new(&config, &resolved.weights.state_dict, &options)
-        .with_context(|| format!("loading {}", resolved.weights.path.display()))?;
-    let num_classes = ml_decoder
-        .as_ref()
-        .map_or(model.num_classes(), |h| h.config().num_classes);
+    let architecture = body.with_num_classes(num_classes);
     // A checkpoint without config.json: the protocol it was trained for.
-    let protocol = match resolved.hub_config {
+    let protocol = match &bundle_config {
         Some(_) => None,
-        None => protocol_for(&config, num_classes)?,
+        None => protocol_for(&architecture, num_classes)?,
     };
     let preprocess = overrides.apply(preprocess_for(
         &resolved,
-        flags.backbone.as_deref(),
-        &config,
+        spec.backbone.as_deref(),
+        &architecture,
         protocol.as_ref(),
     )?);
-    let hub = resolved.hub_config.as_ref();
-    let labels = hub
-        .and_then(|h| h.label_names.clone())
+    let labels = bundle_config
+        .as_ref()
+        .and_then(|c| c.hub.label_names.clone())
         .or_else(|| labels_in_metadata(&resolved, num_classes))
         .or_else(|| protocol.as_ref().map(|p| p.labels.clone()));
+    let settings = bundle_config.map(|c| c.settings).unwrap_or_default();
     Ok(ModelBundle {
+        network,
+        architecture,
         labels,
-        task: hub.and_then(task_of).or(protocol.as_ref().map(|p| p.task)),
-        thresholds: hub.and_then(|h| h.thresholds.clone()),
-        model,
-        ml_decoder,
+        task: settings.task.or(protocol.as_ref().map(|p| p.task)),
+        thresholds: settings.thresholds,
         preprocess,
-        source: resolved.weights.path.display().to_string(),
-        detector: None,
+        source,
     })
 }
 
@@ -338,25 +367,35 @@ fn preprocess_for(
 }
 
 fn load_embedded(options: &BuildOptions, overrides: &PreprocessOverrides) -> Result<ModelBundle> {
-    let hub = HubConfig::parse(EMBEDDED_CONFIG)?;
-    let config = hub.to_tresnet_config()?;
-    let state: StateDict = candle_core::safetensors::load_buffer(EMBEDDED_WEIGHTS, &Device::Cpu)?
-        .into_iter()
-        .collect();
-    let model = TResNet::new(&config, &state, options)?;
-    let cfg = hub
+    let config = BundleConfig::parse(EMBEDDED_CONFIG)?;
+    let architecture = config.hub.to_tresnet_config()?;
+    let mut state: StateDict =
+        candle_core::safetensors::load_buffer(EMBEDDED_WEIGHTS, &Device::Cpu)?
+            .into_iter()
+            .collect();
+    let head_state = state.take_prefix("head.");
+    let body = architecture.clone().with_num_classes(0);
+    let backbone = TResNet::new(&body, &state, options)?;
+    let head = ClassificationHead::load(
+        head_state,
+        Some(HeadKind::Linear),
+        body.global_pool,
+        options.dtype,
+        &options.device,
+    )?;
+    let cfg = config
+        .hub
         .pretrained_cfg
         .as_ref()
         .context("embedded config.json has no pretrained_cfg")?;
     Ok(ModelBundle {
-        model,
+        network: BundleNetwork::Classifier(Classifier { backbone, head }),
+        architecture,
         preprocess: overrides.apply(PreprocessConfig::from_pretrained_cfg(cfg)?),
-        task: task_of(&hub),
-        thresholds: hub.thresholds.clone(),
-        labels: hub.label_names,
-        ml_decoder: None,
+        task: config.settings.task,
+        thresholds: config.settings.thresholds,
+        labels: config.hub.label_names,
         source: EMBEDDED_NAME.into(),
-        detector: None,
     })
 }
 
@@ -368,19 +407,21 @@ const EMBEDDED_DETECTOR_CONFIG: &str = include_str!("../assets/shapes_detection/
 /// Name shown for the embedded detector.
 pub const EMBEDDED_DETECTOR_NAME: &str = "embedded:shapes_detection";
 
-/// The embedded detector (what `coco-eval --task detection` runs without weights).
+/// The embedded detector (what `coco-eval --task detection` runs without weights), on `device`
+/// in `dtype`.
 pub fn load_embedded_detector(
-    runtime: &RuntimeFlags,
+    device: &Device,
+    dtype: DType,
     overrides: &PreprocessOverrides,
 ) -> Result<ModelBundle> {
-    let options = BuildOptions::new(runtime.device()?, runtime.dtype()?);
-    let hub = HubConfig::parse(EMBEDDED_DETECTOR_CONFIG)?;
+    let options = BuildOptions::new(device.clone(), dtype);
+    let config = BundleConfig::parse(EMBEDDED_DETECTOR_CONFIG)?;
     let state: StateDict =
         candle_core::safetensors::load_buffer(EMBEDDED_DETECTOR_WEIGHTS, &Device::Cpu)?
             .into_iter()
             .collect();
     detection_bundle(
-        hub,
+        &config,
         &state,
         EMBEDDED_DETECTOR_NAME.into(),
         &options,
@@ -390,33 +431,32 @@ pub fn load_embedded_detector(
 
 /// A detection bundle from its `config.json` and weights (backbone + `fpn.*` + `fcos.*`).
 fn detection_bundle(
-    hub: HubConfig,
+    config: &BundleConfig,
     state: &StateDict,
     source: String,
     options: &BuildOptions,
     overrides: &PreprocessOverrides,
 ) -> Result<ModelBundle> {
-    let detector_config: DetectorConfig = serde_json::from_value(
-        hub.detector
-            .clone()
-            .context("config.json has no detector settings")?,
-    )
-    .with_context(|| format!("{source}: config.json \"detector\""))?;
-    let config = hub.to_tresnet_config()?;
-    let cfg = hub
+    let detector_config = config
+        .settings
+        .detector
+        .clone()
+        .with_context(|| format!("{source}: config.json has no detector settings"))?;
+    let architecture = config.hub.to_tresnet_config()?.with_num_classes(0);
+    let cfg = config
+        .hub
         .pretrained_cfg
         .as_ref()
         .with_context(|| format!("{source}: config.json has no pretrained_cfg"))?;
     let preprocess = overrides.apply(PreprocessConfig::from_pretrained_cfg(cfg)?);
     let transform = tresnet_data::DetectionTransform {
         preprocess: preprocess.clone(),
-        fit: parse_canvas_fit(hub.canvas_fit.as_deref())?,
+        fit: config.canvas_fit(),
         hflip: 0.0,
     };
-    let (model, detector) =
-        Detector::from_state(&config, &detector_config, state, options, transform)
-            .with_context(|| format!("loading {source}"))?;
-    if let Some(names) = &hub.label_names
+    let detector = Detector::from_state(&architecture, &detector_config, state, options, transform)
+        .with_context(|| format!("loading {source}"))?;
+    if let Some(names) = &config.hub.label_names
         && names.len() != detector_config.num_classes
     {
         anyhow::bail!(
@@ -426,14 +466,13 @@ fn detection_bundle(
         );
     }
     Ok(ModelBundle {
-        model,
-        ml_decoder: None,
+        network: BundleNetwork::Detector(detector),
+        architecture,
         preprocess,
-        labels: hub.label_names.clone(),
+        labels: config.hub.label_names.clone(),
         source,
         task: Some(TaskKind::Detection),
         thresholds: None,
-        detector: Some(detector),
     })
 }
 
@@ -441,7 +480,7 @@ fn detection_bundle(
 #[derive(Debug, Clone)]
 pub struct BundleInfo {
     /// The architecture.
-    pub config: tresnet::TResNetConfig,
+    pub config: TResNetConfig,
     /// Single- or multi-label.
     pub task: TaskKind,
     /// Class names.
@@ -456,43 +495,43 @@ pub struct BundleInfo {
     pub canvas_fit: CanvasFit,
 }
 
+impl BundleInfo {
+    /// The `config.json` this bundle is written with.
+    pub fn bundle_config(&self) -> BundleConfig {
+        let c = &self.config;
+        let mut hub = HubConfig::describing(c);
+        let mut pretrained_cfg = self.preprocess.to_pretrained_cfg();
+        pretrained_cfg["num_classes"] = c.num_classes.into();
+        hub.pretrained_cfg = Some(pretrained_cfg);
+        hub.label_names = Some(self.class_names.clone());
+        let detection = self.detector.is_some();
+        BundleConfig {
+            hub,
+            settings: BundleSettings {
+                task: Some(self.task),
+                thresholds: self.thresholds.clone(),
+                head: Some(if detection {
+                    HeadName::Fcos
+                } else {
+                    HeadName::Linear
+                }),
+                detector: self.detector.clone(),
+                canvas_fit: detection.then_some(self.canvas_fit),
+            },
+        }
+    }
+}
+
 /// Writes a bundle directory: `model.safetensors` + a timm-style `config.json` (architecture and
 /// every `model_args`, classes, label names, preprocessing, task, thresholds), each written to a
 /// temporary file and renamed into place.
 pub fn write_bundle(dir: &Path, state: &StateDict, info: &BundleInfo) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     state.save_safetensors(&dir.join("model.safetensors"))?;
-    let c = &info.config;
-    let mut pretrained_cfg = info.preprocess.to_pretrained_cfg();
-    pretrained_cfg["num_classes"] = c.num_classes.into();
-    let config = serde_json::json!({
-        "architecture": c.variant_name().unwrap_or("tresnet_m"),
-        "num_classes": c.num_classes,
-        "num_features": c.num_features(),
-        "model_args": {
-            "layers": c.layers,
-            "width_factor": c.width_factor,
-            "v2": c.v2,
-            "in_chans": c.in_chans,
-            "global_pool": c.global_pool,
-            "stem_leaky_slope": c.stem_leaky_slope,
-            "block_leaky_slope": c.block_leaky_slope,
-        },
-        "pretrained_cfg": pretrained_cfg,
-        "label_names": info.class_names,
-        "task": info.task,
-        "head": if info.detector.is_some() { "fcos" } else { "linear" },
-        "thresholds": info.thresholds,
-    });
-    let mut config = config;
-    if let Some(d) = &info.detector {
-        config["detector"] = serde_json::to_value(d)?;
-        config["canvas_fit"] = serde_json::to_value(info.canvas_fit)?;
-    }
     let path = dir.join("config.json");
-    let bytes = serde_json::to_vec_pretty(&config)?;
+    let text = info.bundle_config().to_json()?;
     tresnet_io::atomic_write(&path, tresnet_io::Durability::Durable, |w| {
-        std::io::Write::write_all(w, &bytes)
+        std::io::Write::write_all(w, text.as_bytes())
     })
     .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

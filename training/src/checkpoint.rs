@@ -10,21 +10,10 @@ use serde::{Deserialize, Serialize};
 use tresnet::TResNetConfig;
 use tresnet::weights::StateDict;
 
-use super::config::TrainConfig;
-use super::loss_scale::LossScaleState;
-use crate::safetensors_output::write_safetensors;
-
-/// What kind of labels a run learns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// One class per image (softmax).
-    SingleLabel,
-    /// Any number of classes per image (sigmoid).
-    MultiLabel,
-    /// Boxes with classes (FPN + FCOS head).
-    Detection,
-}
+use crate::config::TrainConfig;
+use crate::loss_scale::LossScaleState;
+use tresnet_runtime::TaskKind;
+use tresnet_runtime::safetensors_output::write_safetensors;
 
 /// One epoch's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

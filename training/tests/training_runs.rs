@@ -4,13 +4,18 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use std::ops::ControlFlow;
 use tresnet::weights::{StateDict, random_state_dict, resolve_weights};
 use tresnet::{BuildOptions, Layout, TResNet, TResNetConfig};
-use tresnet_apps::training::{
-    Augment, DataSpec, INITIAL_LOSS_SCALE, Precision, RunDefinition, Schedule, TaskKind,
-    TrainConfig, TrainRun, TrainingData, load_latest_checkpoint, train,
-};
+
+use candle_core::Tensor;
 use tresnet_data::{SyntheticConfig, write_synthetic_coco, write_synthetic_image_folder};
+use tresnet_runtime::{BundleConfig, HeadName, TaskKind};
+use tresnet_training::{
+    Augment, Checkpoint, DataSpec, INITIAL_LOSS_SCALE, Precision, RunDefinition, Schedule,
+    StepOutcome, Target, TrainConfig, TrainOutcome, TrainRun, Trainer, TrainingData,
+    load_latest_checkpoint, train_with,
+};
 
 fn tiny_config(classes: usize) -> TResNetConfig {
     TResNetConfig {
@@ -48,13 +53,7 @@ fn definition(data: &TrainingData, spec: DataSpec, train: TrainConfig) -> RunDef
     }
 }
 
-fn run<'a>(
-    def: &RunDefinition,
-    data: &'a TrainingData,
-    dir: &Path,
-    stop: Option<usize>,
-    inject: Option<usize>,
-) -> TrainRun<'a> {
+fn run<'a>(def: &RunDefinition, data: &'a TrainingData, dir: &Path) -> TrainRun<'a> {
     TrainRun {
         definition: def.clone(),
         data,
@@ -62,9 +61,20 @@ fn run<'a>(
         device: Device::Cpu,
         init: random_state_dict(&Layout::new(&def.model).unwrap(), def.train.seed).unwrap(),
         quiet: true,
-        stop_after_steps: stop,
-        inject_nonfinite_loss_at: inject,
     }
+}
+
+/// Trains, stopping (as if killed right after a checkpoint) once `stop` optimiser steps are
+/// done in total.
+fn train_until(run: TrainRun<'_>, resume: Option<Checkpoint>, stop: Option<usize>) -> TrainOutcome {
+    train_with(run, resume, |state| {
+        if stop.is_some_and(|s| state.step >= s) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap()
 }
 
 fn assert_same_state(a: &StateDict, b: &StateDict) {
@@ -105,33 +115,25 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     assert_eq!(data.task, TaskKind::MultiLabel);
     let def = definition(&data, spec, settings());
 
-    let whole = train(
-        run(&def, &data, &dir.path().join("whole"), None, None),
-        None,
-    )
-    .unwrap();
+    let whole = train_until(run(&def, &data, &dir.path().join("whole")), None, None);
     assert!(!whole.stopped_early);
     assert_eq!(whole.history.len(), 2);
 
     // Killed after 3 steps (mid-epoch, right after a checkpoint), then resumed.
-    let part = train(
-        run(&def, &data, &dir.path().join("split"), Some(3), None),
-        None,
-    )
-    .unwrap();
+    let part = train_until(run(&def, &data, &dir.path().join("split")), None, Some(3));
     assert!(part.stopped_early);
     let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
     assert_eq!(
         (ckpt.state.step, ckpt.state.epoch, ckpt.state.batch_in_epoch),
         (3, 0, 3)
     );
-    let resumed = train(
-        run(&def, &data, &dir.path().join("split"), None, None),
+    let resumed = train_until(
+        run(&def, &data, &dir.path().join("split")),
         Some(ckpt),
-    )
-    .unwrap();
+        None,
+    );
     assert_same_state(&whole.final_state, &resumed.final_state);
-    let numbers = |h: &[tresnet_apps::training::EpochRecord]| -> Vec<(f64, f64, Option<f64>)> {
+    let numbers = |h: &[tresnet_training::EpochRecord]| -> Vec<(f64, f64, Option<f64>)> {
         h.iter()
             .map(|r| (r.train_loss, r.metric, r.ema_metric))
             .collect()
@@ -140,11 +142,11 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
 
     // The best model is a bundle the inference code loads, with thresholds for tagging.
     let bundle = resolve_weights(whole.bundle_dir.to_str().unwrap()).unwrap();
-    let hub = bundle.hub_config.as_ref().unwrap();
-    assert_eq!(hub.task.as_deref(), Some("multi_label"));
-    assert_eq!(hub.thresholds.as_ref().unwrap().len(), 6);
-    assert_eq!(hub.label_names.as_ref().unwrap()[0], "circle");
-    let config = hub.to_tresnet_config().unwrap();
+    let config = BundleConfig::from_hub(bundle.hub_config.clone().unwrap()).unwrap();
+    assert_eq!(config.settings.task, Some(TaskKind::MultiLabel));
+    assert_eq!(config.settings.thresholds.as_ref().unwrap().len(), 6);
+    assert_eq!(config.hub.label_names.as_ref().unwrap()[0], "circle");
+    let config = config.hub.to_tresnet_config().unwrap();
     TResNet::new(
         &config,
         &bundle.weights.state_dict,
@@ -181,11 +183,7 @@ fn an_f16_mixed_precision_run_resumes_with_its_loss_scale_and_exports_f32_weight
             ..settings()
         },
     );
-    let whole = train(
-        run(&def, &data, &dir.path().join("whole"), None, None),
-        None,
-    )
-    .unwrap();
+    let whole = train_until(run(&def, &data, &dir.path().join("whole")), None, None);
     assert!(whole.skipped_steps.is_empty(), "{:?}", whole.skipped_steps);
     let record = &whole.history[0];
     assert!(record.train_loss.is_finite() && record.metric.is_finite());
@@ -199,11 +197,7 @@ fn an_f16_mixed_precision_run_resumes_with_its_loss_scale_and_exports_f32_weight
     }
 
     // Killed after 2 steps; the checkpoint carries the scaler, so the resumed run is the same run.
-    let part = train(
-        run(&def, &data, &dir.path().join("split"), Some(2), None),
-        None,
-    )
-    .unwrap();
+    let part = train_until(run(&def, &data, &dir.path().join("split")), None, Some(2));
     assert!(part.stopped_early);
     let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
     let scale = ckpt
@@ -214,11 +208,11 @@ fn an_f16_mixed_precision_run_resumes_with_its_loss_scale_and_exports_f32_weight
         scale.scale <= INITIAL_LOSS_SCALE && scale.scale >= 1.0,
         "{scale:?}"
     );
-    let resumed = train(
-        run(&def, &data, &dir.path().join("split"), None, None),
+    let resumed = train_until(
+        run(&def, &data, &dir.path().join("split")),
         Some(ckpt),
-    )
-    .unwrap();
+        None,
+    );
     assert_same_state(&whole.final_state, &resumed.final_state);
     assert_eq!(
         whole.overflow_steps,
@@ -253,23 +247,31 @@ fn a_non_finite_loss_is_caught_and_the_step_skipped() {
             ..settings()
         },
     );
-    let outcome = train(
-        run(&def, &data, &dir.path().join("run"), None, Some(1)),
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        outcome.skipped_steps.len(),
-        1,
-        "{:?}",
-        outcome.skipped_steps
-    );
+    let run = run(&def, &data, &dir.path().join("run"));
+    let mut trainer = Trainer::new(def.clone(), &run.init, 3, &Device::Cpu).unwrap();
+    let before = trainer.weights().unwrap();
+    // A batch whose pixels overflow: the logits, and so the loss, are not finite.
+    let images = Tensor::full(f32::INFINITY, (8, 3, 48, 48), &Device::Cpu).unwrap();
+    let targets: Vec<Target> = (0..8).map(|i| Target::Class(i % 6)).collect();
+    let outcome = trainer.step(&images, &targets).unwrap();
+    let StepOutcome::Skipped { message } = &outcome else {
+        panic!("{outcome:?}");
+    };
     assert!(
-        outcome.skipped_steps[0].1.contains("loss is inf")
-            && outcome.skipped_steps[0].1.contains("weights unchanged")
+        message.contains("loss is NaN") && message.contains("weights unchanged"),
+        "{message}"
     );
-    // Every value stayed finite.
-    for (k, t) in outcome.final_state.iter() {
+    assert_eq!(trainer.skipped_steps().len(), 1);
+    assert_eq!(trainer.state().step, 0);
+    assert_same_state(&before, &trainer.weights().unwrap());
+    // The next good batch updates as usual, and every value stays finite.
+    let images = Tensor::rand(0f32, 1f32, (8, 3, 48, 48), &Device::Cpu).unwrap();
+    let outcome = trainer.step(&images, &targets).unwrap();
+    assert!(
+        matches!(outcome, StepOutcome::Updated { .. }),
+        "{outcome:?}"
+    );
+    for (k, t) in trainer.weights().unwrap().iter() {
         if t.dtype() == DType::F32 {
             let s = t
                 .sqr()
@@ -281,6 +283,36 @@ fn a_non_finite_loss_is_caught_and_the_step_skipped() {
             assert!(s.is_finite(), "{k}");
         }
     }
+}
+
+#[test]
+fn ten_non_finite_losses_in_a_row_end_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SyntheticConfig {
+        num_images: 24,
+        width: 48,
+        height: 48,
+        min_size: 16,
+        max_size: 24,
+        seed: 2,
+        ..SyntheticConfig::default()
+    };
+    write_synthetic_image_folder(&dir.path().join("data"), &cfg).unwrap();
+    let spec = DataSpec::Folder {
+        train: dir.path().join("data"),
+        val: None,
+    };
+    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    let def = definition(&data, spec, settings());
+    let run = run(&def, &data, &dir.path().join("run"));
+    let mut trainer = Trainer::new(def.clone(), &run.init, 3, &Device::Cpu).unwrap();
+    let images = Tensor::full(f32::NAN, (8, 3, 48, 48), &Device::Cpu).unwrap();
+    let targets: Vec<Target> = (0..8).map(|i| Target::Class(i % 6)).collect();
+    for _ in 0..9 {
+        trainer.step(&images, &targets).unwrap();
+    }
+    let err = trainer.step(&images, &targets).unwrap_err();
+    assert!(format!("{err:#}").contains("consecutive"), "{err:#}");
 }
 
 #[test]
@@ -316,8 +348,8 @@ fn a_resumed_detection_run_ends_where_an_uninterrupted_one_does() {
     def.model = tiny_config(0);
     let backbone = TResNet::random(&def.model, 1, &BuildOptions::default()).unwrap();
     let channels = pyramid_channels(&backbone.feature_info()).unwrap();
-    let start = |d: &Path, stop| {
-        let mut r = run(&def, &data, d, stop, None);
+    let start = |d: &Path| {
+        let mut r = run(&def, &data, d);
         for (k, v) in random_detector_state(def.train.detector.as_ref().unwrap(), channels, 4)
             .unwrap()
             .iter()
@@ -326,23 +358,23 @@ fn a_resumed_detection_run_ends_where_an_uninterrupted_one_does() {
         }
         r
     };
-    let whole = train(start(&dir.path().join("whole"), None), None).unwrap();
+    let whole = train_until(start(&dir.path().join("whole")), None, None);
     assert_eq!(whole.history.len(), 2);
     assert!(whole.history.iter().all(|r| r.ap50.is_some()));
     assert!(whole.final_state.contains("fcos.cls_logits.weight"));
-    let part = train(start(&dir.path().join("split"), Some(2)), None).unwrap();
+    let part = train_until(start(&dir.path().join("split")), None, Some(2));
     assert!(part.stopped_early);
     let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
-    let resumed = train(start(&dir.path().join("split"), None), Some(ckpt)).unwrap();
+    let resumed = train_until(start(&dir.path().join("split")), Some(ckpt), None);
     assert_same_state(&whole.final_state, &resumed.final_state);
-    let numbers = |h: &[tresnet_apps::training::EpochRecord]| -> Vec<(f64, f64, Option<f64>)> {
+    let numbers = |h: &[tresnet_training::EpochRecord]| -> Vec<(f64, f64, Option<f64>)> {
         h.iter().map(|r| (r.train_loss, r.metric, r.ap50)).collect()
     };
     assert_eq!(numbers(&whole.history), numbers(&resumed.history));
     // The bundle is a detection bundle.
     let bundle = resolve_weights(whole.bundle_dir.to_str().unwrap()).unwrap();
-    let hub = bundle.hub_config.as_ref().unwrap();
-    assert_eq!(hub.task.as_deref(), Some("detection"));
-    assert_eq!(hub.head.as_deref(), Some("fcos"));
-    assert!(hub.detector.is_some());
+    let config = BundleConfig::from_hub(bundle.hub_config.clone().unwrap()).unwrap();
+    assert_eq!(config.settings.task, Some(TaskKind::Detection));
+    assert_eq!(config.settings.head, Some(HeadName::Fcos));
+    assert!(config.settings.detector.is_some());
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tresnet::TResNetConfig;
 use tresnet_data::PreprocessConfig;
 
-use crate::training::TaskKind;
+use crate::task_kind::TaskKind;
 
 const PROTOCOLS: &str = include_str!("../../configs/checkpoint_protocols.toml");
 const LABEL_FILES: &[(&str, &str)] = &[

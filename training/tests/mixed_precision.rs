@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use tresnet::weights::StateDict;
 use tresnet::{TResNetConfig, TrainableTResNet};
-use tresnet_apps::training::{LossScaler, ScaledStep, named_gradients};
 use tresnet_tests::{lively_state, seeded_uniform};
+use tresnet_training::{LossScaler, ScaledStep, named_gradients};
 
 fn tiny_config() -> TResNetConfig {
     TResNetConfig {

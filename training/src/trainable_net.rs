@@ -8,8 +8,9 @@ use tresnet_heads::detection::{
     DetectionHead, DetectorConfig, GroundTruthBox, assign_fcos_targets, fcos_loss, pyramid_channels,
 };
 
-use super::checkpoint::RunDefinition;
-use super::data::Target;
+use crate::checkpoint::RunDefinition;
+use crate::data::Target;
+use tresnet_runtime::detection_state::{DETECTION_PREFIXES, split_detection_state};
 
 /// The detector's trainable part beside the backbone.
 pub struct TrainableDetectionHead {
@@ -23,21 +24,6 @@ pub struct TrainableNet {
     detection: Option<TrainableDetectionHead>,
     /// Backbone then head parameters, with their state-dict names.
     params: Vec<(String, Var)>,
-}
-
-/// Prefixes of the detection head's weights in a state dict.
-pub const DETECTION_PREFIXES: [&str; 2] = ["fpn.", "fcos."];
-
-/// Splits a state dict into the backbone's tensors and the detection head's (`fpn.*`, `fcos.*`,
-/// names kept whole).
-pub fn split_detection_state(mut state: StateDict) -> (StateDict, StateDict) {
-    let mut head = StateDict::new();
-    for prefix in DETECTION_PREFIXES {
-        for (k, v) in state.take_prefix(prefix).iter() {
-            head.insert(format!("{prefix}{k}"), v.clone());
-        }
-    }
-    (state, head)
 }
 
 impl TrainableNet {
@@ -102,6 +88,16 @@ impl TrainableNet {
     /// Freezes or unfreezes the backbone batch norms under `prefixes`.
     pub fn set_frozen(&self, prefixes: &[String], frozen: bool) {
         self.backbone.set_frozen(prefixes, frozen);
+    }
+
+    /// The backbone's batch-norm running statistics (shared tensors: cheap to keep).
+    pub fn running_statistics(&self) -> Vec<tresnet::layers::RunningStats> {
+        self.backbone.running_statistics()
+    }
+
+    /// Puts back statistics saved with [`Self::running_statistics`].
+    pub fn restore_running_statistics(&self, saved: Vec<tresnet::layers::RunningStats>) {
+        self.backbone.restore_running_statistics(saved);
     }
 
     /// Current weights (backbone, running statistics, head) on the CPU.
