@@ -60,7 +60,9 @@ impl DeviceFlag {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .ok_or_else(|| format!("`{other}`: expected cpu, cuda or cuda:N")),
+                .ok_or_else(|| {
+                    format!("`{other}` is not a device [possible values: cpu, cuda, cuda:N]")
+                }),
         }
     }
 

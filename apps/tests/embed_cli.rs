@@ -260,7 +260,7 @@ fn failures_name_the_problem_and_leave_existing_outputs_alone() {
         (vec!["--input", empty.to_str().unwrap()], "no image files"),
         (vec!["--backbone", "tresnet_q"], "tresnet_q"),
         (vec!["--input-size", "66"], "multiples of 4"),
-        (vec!["--dtype", "f8"], "--dtype f8"),
+        (vec!["--dtype", "f8"], "possible values: f32, f16, bf16"),
         (vec!["--device", "cuda:0"], "without CUDA"),
     ] {
         let mut full = args.clone();

@@ -23,9 +23,9 @@
 pub mod blocks;
 mod build_options;
 pub mod config;
-pub mod cpu_kernels;
+mod cpu_kernels;
 #[cfg(feature = "cuda")]
-pub mod cuda_kernels;
+mod cuda_kernels;
 mod error;
 mod features;
 pub mod hub_config;
@@ -33,6 +33,7 @@ pub mod layers;
 pub mod layout;
 pub mod manifest;
 mod model;
+pub mod ops;
 pub mod pretrained;
 mod trainable;
 pub mod weights;

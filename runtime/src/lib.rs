@@ -10,6 +10,7 @@ pub mod bundle_config;
 pub mod checkpoint_protocol;
 pub mod detection_inference;
 pub mod detection_state;
+pub mod detector;
 pub mod image_inputs;
 pub mod inference;
 pub mod model_bundle;
@@ -18,6 +19,7 @@ pub mod safetensors_output;
 pub mod task_kind;
 
 pub use bundle_config::{BundleConfig, BundleSettings, HeadName};
+pub use detector::Detector;
 pub use model_bundle::{
     BundleNetwork, ModelBundle, ModelSpec, PreprocessOverrides, load_bundle, load_embedded_detector,
 };

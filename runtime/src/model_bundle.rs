@@ -15,7 +15,7 @@ use tresnet_heads::{ClassificationHead, Classifier, HeadKind};
 
 use crate::bundle_config::{BundleConfig, BundleSettings, HeadName};
 use crate::checkpoint_protocol::{CheckpointProtocol, protocol_for};
-use crate::detection_inference::Detector;
+use crate::detector::Detector;
 use crate::task_kind::TaskKind;
 
 /// The embedded default model: a small TResNet (layers [1,1,1,1], width 0.25, 64×64 inputs)
@@ -55,8 +55,8 @@ pub enum BundleNetwork {
     Classifier(Classifier),
     /// A backbone without a head: feature maps and pooled features only.
     Features(TResNet),
-    /// A backbone with the FPN + FCOS detection head.
-    Detector(Detector),
+    /// A backbone with the FPN + FCOS detection head (boxed: the largest by far).
+    Detector(Box<Detector>),
 }
 
 /// A model ready to run, with its preprocessing and labels.
@@ -466,7 +466,7 @@ fn detection_bundle(
         );
     }
     Ok(ModelBundle {
-        network: BundleNetwork::Detector(detector),
+        network: BundleNetwork::Detector(Box::new(detector)),
         architecture,
         preprocess,
         labels: config.hub.label_names.clone(),

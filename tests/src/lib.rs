@@ -1,4 +1,6 @@
-//! Helpers shared by the parity tests: fixture paths, fixture tensors, tolerance checks.
+//! Test support shared by the workspace's tests: fixture paths, fixture tensors, tolerance checks,
+//! crafted hostile files and seeded tensors. (The crate's own `tests/` holds the CUDA-vs-CPU parity
+//! test, which spans the backbone and the heads.)
 
 pub mod crafted_files;
 

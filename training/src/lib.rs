@@ -14,7 +14,6 @@ mod optimizer;
 mod precision;
 mod run;
 mod schedule;
-mod sgd_in_place;
 mod task_loss;
 mod trainable_net;
 mod trainer;

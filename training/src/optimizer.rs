@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use tresnet::weights::StateDict;
 
-use crate::sgd_in_place::{self, SgdSettings, sgd_step_in_place};
+use tresnet::ops::{SgdSettings, sgd_applies, sgd_step_in_place};
 
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -127,11 +127,11 @@ impl Optimizer {
             let wd = if slot.decay { self.weight_decay } else { 0.0 };
             if let OptimizerKind::Sgd { momentum, nesterov } = self.kind {
                 let param = slot.var.as_tensor();
-                if sgd_in_place::applies(&[param, grad]) {
+                if sgd_applies(&[param, grad]) {
                     // The buffer is updated in place: only a tensor this optimiser owns (see
                     // `state` and `load_state`, which copy) may be reused.
                     let buf = match &slot.first {
-                        Some(b) if sgd_in_place::applies(&[param, b]) => b.clone(),
+                        Some(b) if sgd_applies(&[param, b]) => b.clone(),
                         _ => param.zeros_like()?,
                     };
                     let settings = SgdSettings {

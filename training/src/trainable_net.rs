@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::TrainableTResNet;
+use tresnet::layers::RunningStats;
 use tresnet::weights::StateDict;
 use tresnet_heads::detection::{
     DetectionHead, DetectorConfig, GroundTruthBox, assign_fcos_targets, fcos_loss, pyramid_channels,
@@ -91,12 +92,12 @@ impl TrainableNet {
     }
 
     /// The backbone's batch-norm running statistics (shared tensors: cheap to keep).
-    pub fn running_statistics(&self) -> Vec<tresnet::layers::RunningStats> {
+    pub fn running_statistics(&self) -> Vec<RunningStats> {
         self.backbone.running_statistics()
     }
 
     /// Puts back statistics saved with [`Self::running_statistics`].
-    pub fn restore_running_statistics(&self, saved: Vec<tresnet::layers::RunningStats>) {
+    pub fn restore_running_statistics(&self, saved: Vec<RunningStats>) {
         self.backbone.restore_running_statistics(saved);
     }
 

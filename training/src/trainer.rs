@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
+use tresnet::layers::RunningStats;
 use tresnet::weights::StateDict;
 use tresnet_heads::HeadsError;
 use tresnet_heads::metrics::{ScoreTable, calibrate_thresholds};
@@ -73,6 +74,9 @@ pub struct Trainer {
     accumulate: usize,
     /// Summed gradients of the micro-batches since the last update.
     pending: Option<HashMap<String, Tensor>>,
+    /// The batch-norm statistics before the first of those micro-batches: put back when their
+    /// update is skipped, so a batch of NaNs cannot poison the running statistics.
+    window_statistics: Option<Vec<RunningStats>>,
     micro: usize,
     consecutive_bad: usize,
     frozen: Vec<String>,
@@ -176,6 +180,7 @@ impl Trainer {
             total_steps,
             accumulate,
             pending: None,
+            window_statistics: None,
             micro: 0,
             consecutive_bad: 0,
             frozen,
@@ -228,8 +233,11 @@ impl Trainer {
     pub fn step(&mut self, images: &Tensor, targets: &[Target]) -> Result<StepOutcome> {
         let def = &self.definition;
         let cfg = &def.train;
-        // The forward pass updates the batch-norm statistics; a batch that is skipped must not.
-        let statistics = self.model.running_statistics();
+        // The forward pass updates the batch-norm statistics; batches whose update is skipped
+        // must not.
+        if self.micro == 0 {
+            self.window_statistics = Some(self.model.running_statistics());
+        }
         let loss = if def.task == TaskKind::Detection {
             self.model.detection_loss(images, targets)?
         } else {
@@ -242,29 +250,15 @@ impl Trainer {
             )
         };
         let loss = match loss {
-            Ok(l) => {
-                self.consecutive_bad = 0;
-                l
-            }
+            Ok(l) => l,
             Err(HeadsError::NonFinite { value, context }) => {
-                self.model.restore_running_statistics(statistics);
                 let message = format!(
                     "epoch {} batch {}: loss is {value} ({context}); batch skipped, weights unchanged",
                     self.state.epoch + 1,
                     self.state.batch_in_epoch + 1
                 );
-                self.skipped_steps.push((self.state.step, message.clone()));
-                self.consecutive_bad += 1;
-                if self.consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES {
-                    bail!(
-                        "{MAX_CONSECUTIVE_BAD_BATCHES} consecutive batches had a non-finite loss; \
-                         stopping (lower the learning rate?)"
-                    );
-                }
                 self.state.batch_in_epoch += 1;
-                self.pending = None;
-                self.micro = 0;
-                return Ok(StepOutcome::Skipped { message });
+                return self.skip(message, true);
             }
             Err(e) => return Err(e.into()),
         };
@@ -302,23 +296,21 @@ impl Trainer {
         }
         if let ScaledStep::Overflow { scale } = self.scaler.unscale(&mut grads)? {
             // No update from these batches; an f16 run retries at half the loss scale.
-            let message = if self.scaler.is_enabled() {
+            self.state.loss_scale = self.scaler.is_enabled().then(|| self.scaler.state());
+            if self.scaler.is_enabled() {
                 self.overflow_steps += 1;
-                format!(
+                let message = format!(
                     "gradient overflow at loss scale {scale}; step skipped, scale now {}",
                     self.scaler.scale()
-                )
-            } else {
-                let message = format!(
-                    "epoch {} batch {}: a gradient is NaN or infinite; step skipped, weights unchanged",
-                    self.state.epoch + 1,
-                    self.state.batch_in_epoch
                 );
-                self.skipped_steps.push((self.state.step, message.clone()));
-                message
-            };
-            self.state.loss_scale = self.scaler.is_enabled().then(|| self.scaler.state());
-            return Ok(StepOutcome::Skipped { message });
+                return self.skip(message, false);
+            }
+            let message = format!(
+                "epoch {} batch {}: a gradient is NaN or infinite; step skipped, weights unchanged",
+                self.state.epoch + 1,
+                self.state.batch_in_epoch
+            );
+            return self.skip(message, true);
         }
         self.state.loss_scale = self.scaler.is_enabled().then(|| self.scaler.state());
         if let Some(max) = cfg.clip_grad {
@@ -327,10 +319,34 @@ impl Trainer {
         let lr = cfg.schedule.lr(cfg.lr, self.state.step, self.total_steps);
         self.optimizer.step(&grads, lr, &self.frozen)?;
         self.state.step += 1;
+        self.consecutive_bad = 0;
+        self.window_statistics = None;
         if let Some(e) = self.ema.as_mut() {
             e.update(&self.model.state_dict()?)?;
         }
         Ok(StepOutcome::Updated { loss: value, lr })
+    }
+
+    /// Drops the micro-batches since the last update and puts back the batch-norm statistics
+    /// they changed. `non_finite` (a NaN/inf loss or gradient, not an f16 overflow) is
+    /// recorded, and ten in a row end the run.
+    fn skip(&mut self, message: String, non_finite: bool) -> Result<StepOutcome> {
+        if let Some(saved) = self.window_statistics.take() {
+            self.model.restore_running_statistics(saved);
+        }
+        self.pending = None;
+        self.micro = 0;
+        if non_finite {
+            self.skipped_steps.push((self.state.step, message.clone()));
+            self.consecutive_bad += 1;
+            if self.consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES {
+                bail!(
+                    "{MAX_CONSECUTIVE_BAD_BATCHES} consecutive batches had a non-finite loss or \
+                     gradient; stopping (lower the learning rate?)"
+                );
+            }
+        }
+        Ok(StepOutcome::Skipped { message })
     }
 
     /// Whether the settings ask for a checkpoint after the update just made.
@@ -423,6 +439,7 @@ impl Trainer {
         self.state.batch_in_epoch = 0;
         self.state.epoch_loss = (0.0, 0);
         self.pending = None;
+        self.window_statistics = None;
         self.micro = 0;
         self.frozen = self.definition.train.frozen_prefixes(self.state.epoch);
         self.apply_freezing();

@@ -9,8 +9,9 @@ use tresnet_data::{ImageTransform, Loader, LoaderOptions, PreprocessConfig};
 use tresnet_heads::metrics::{
     Detection, ScoreTable, asl_mean_average_precision, evaluate_boxes, top_k_accuracy,
 };
+use tresnet_runtime::Detector;
 use tresnet_runtime::TaskKind;
-use tresnet_runtime::detection_inference::{DetectionOutcome, Detector, detect_over_images};
+use tresnet_runtime::detection_inference::{DetectionOutcome, detect_over_images};
 use tresnet_runtime::inference::InferenceOptions;
 
 use crate::checkpoint::RunDefinition;

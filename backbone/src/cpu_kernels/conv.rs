@@ -113,16 +113,6 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
-    /// Applies the function to one value.
-    #[inline]
-    pub fn apply(self, v: f32) -> f32 {
-        match self {
-            Epilogue::Identity => v,
-            Epilogue::Relu => v.max(0.0),
-            Epilogue::LeakyRelu(s) => v.max(v * s),
-        }
-    }
-
     /// `out[i] = act(inp[i]·scale + shift)` (equal lengths), the activation chosen once per
     /// slice so that the loop vectorises.
     pub fn affine_into(self, inp: &[f32], scale: f32, shift: f32, out: &mut [f32]) {

@@ -2,14 +2,10 @@
 //! (candle's route — a 6-D permute then a strided copy — is about six times slower than
 //! PyTorch's on a batch of 224² images).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::f32_slice;
-use super::simd::zeroed;
-
 /// Block side.
-const BLOCK: usize = 4;
+pub const BLOCK: usize = 4;
 
 /// `out (N, 16·C, H/4, W/4)` from `x (N, C, H, W)` with
 /// `out[n, (4·i + j)·C + c, y, x] = x[n, c, 4·y + i, 4·x + j]`; H and W multiples of 4.
@@ -36,41 +32,4 @@ pub fn space_to_depth_forward(x: &[f32], dims: (usize, usize, usize, usize), out
                 }
             }
         });
-}
-
-/// [`space_to_depth_forward`] as a candle operation; its gradient is the inverse rearrangement
-/// (tensor operations: images rarely need one).
-pub struct SpaceToDepthOp;
-
-impl CustomOp1 for SpaceToDepthOp {
-    fn name(&self) -> &'static str {
-        "tresnet-space-to-depth"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        if h % BLOCK != 0 || w % BLOCK != 0 {
-            candle_core::bail!("space-to-depth: {h}×{w} is not a multiple of 4");
-        }
-        let mut out = zeroed(n * c * h * w);
-        space_to_depth_forward(
-            f32_slice(s, l, "space-to-depth input")?,
-            (n, c, h, w),
-            &mut out,
-        );
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((n, BLOCK * BLOCK * c, h / BLOCK, w / BLOCK)),
-        ))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (n, c, h, w) = x.dims4()?;
-        // grad (N, (i, j, c), y, x) → (N, c, y, i, x, j) → (N, C, H, W).
-        let g = grad
-            .reshape((n, BLOCK, BLOCK, c, h / BLOCK, w / BLOCK))?
-            .permute((0, 3, 4, 1, 5, 2))?
-            .reshape((n, c, h, w))?;
-        Ok(Some(g))
-    }
 }

@@ -8,18 +8,18 @@ use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, Layout};
 
 use super::{MODULE, PTX};
-use crate::cpu_kernels::blurred_side;
 
 /// Blurs and subsamples contiguous planes: `x (P, H, W)` (P = batch · channels, H, W ≥ 2) →
-/// `(P, ⌈H/2⌉, ⌈W/2⌉)` in `x`'s dtype (f32, f16 or bf16; arithmetic in f32).
+/// `(P, OH, OW)` in `x`'s dtype (f32, f16 or bf16; arithmetic in f32); the caller gives the
+/// blurred sides `(OH, OW)` (⌈H/2⌉, ⌈W/2⌉).
 pub fn blur_forward(
     x: &CudaStorage,
     layout: &Layout,
     planes: usize,
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
 ) -> candle_core::Result<CudaStorage> {
-    let out_len = planes * blurred_side(h) * blurred_side(w);
+    let out_len = planes * oh * ow;
     launch_typed(
         x,
         layout,
@@ -32,15 +32,15 @@ pub fn blur_forward(
     )
 }
 
-/// The gradient of [`blur_forward`]: `grad_out (P, ⌈H/2⌉, ⌈W/2⌉)` → `(P, H, W)`.
+/// The gradient of [`blur_forward`]: `grad_out (P, OH, OW)` → `(P, H, W)`.
 pub fn blur_backward(
     grad_out: &CudaStorage,
     layout: &Layout,
     planes: usize,
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
 ) -> candle_core::Result<CudaStorage> {
-    let in_len = planes * blurred_side(h) * blurred_side(w);
+    let in_len = planes * oh * ow;
     launch_typed(
         grad_out,
         layout,

@@ -1,7 +1,7 @@
 //! This crate's own CUDA kernels (feature `cuda`), compiled to PTX by `build.rs` and loaded once
 //! per device by candle's module cache: TResNet's anti-aliasing blur and its gradient as single
 //! kernels (f32, f16, bf16). Plugged under candle tensors by the custom operations in
-//! [`crate::cpu_kernels`], whose `cuda_fwd` calls land here.
+//! [`crate::ops`], whose `cuda_fwd` calls land here; nothing here depends on the rest of the crate.
 
 mod blur;
 

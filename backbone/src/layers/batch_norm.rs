@@ -8,9 +8,9 @@ use candle_core::{DType, Tensor};
 use super::apply_activation;
 use super::compute::{epilogue, fast_conv};
 use super::conv2d;
-use crate::cpu_kernels::{BnActOp, ConvBnActOp};
 use crate::error::{Error, Result};
 use crate::layout::Activation;
+use crate::ops::{BnActOp, ConvBnActOp};
 use crate::weights::StateDict;
 
 /// Batch-norm epsilon (timm `BatchNormAct2d` and InPlaceABN both use 1e-5).

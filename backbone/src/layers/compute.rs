@@ -8,9 +8,10 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::cpu_kernels::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp, Epilogue};
+use crate::cpu_kernels::Epilogue;
 use crate::error::Result;
 use crate::layout::Activation;
+use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp};
 
 /// Whether the fast CPU convolution handles this case.
 pub(crate) fn fast_conv(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> bool {

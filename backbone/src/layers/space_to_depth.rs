@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::cpu_kernels::SpaceToDepthOp;
 use crate::error::{Error, Result};
+use crate::ops::SpaceToDepthOp;
 
 /// Rearranges 4×4 pixel blocks into channels: `(N, C, H, W)` → `(N, 16·C, H/4, W/4)` with
 /// `out[n, (4·i + j)·C + c, y, x] = in[n, c, 4·y + i, 4·x + j]` (block row `i`, block column `j`,

@@ -3,6 +3,7 @@
 //! shared PIL reference; timm's own resize + centre crop at 224 and 448 from
 //! `timm_eval_reference.safetensors` (made by `tests/fixtures/make_timm_eval_reference.py`; the
 //! shared reference's crop rounds the resized side differently from torchvision).
+#![allow(clippy::print_stderr)] // reports measured differences
 
 use candle_core::{DType, Tensor};
 use image::RgbImage;

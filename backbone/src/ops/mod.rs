@@ -1,18 +1,29 @@
-//! The CPU kernels as candle custom operations, with their backward passes.
+//! The candle custom operations over this crate's kernels, with their backward passes: each runs
+//! the CPU kernel in [`crate::cpu_kernels`] on contiguous f32 inputs and, where one exists, the
+//! CUDA kernel in `cuda_kernels` on the GPU. Layers call these; the SGD step is public for the
+//! training crate's optimiser.
+
+mod conv_bn_act;
+mod sgd_step;
+mod space_to_depth;
+
+pub(crate) use conv_bn_act::ConvBnActOp;
+pub use sgd_step::{SgdSettings, sgd_applies, sgd_step_in_place};
+pub(crate) use space_to_depth::SpaceToDepthOp;
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::blur::{blur_backward, blur_forward, blurred_side};
-use super::conv::{
+use crate::cpu_kernels::zeroed;
+use crate::cpu_kernels::{
     ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
 };
-use super::fused::{
+use crate::cpu_kernels::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
 };
-use super::simd::zeroed;
+use crate::cpu_kernels::{blur_backward, blur_forward, blurred_side};
 
 pub(super) fn f32_slice<'a>(
     s: &'a CpuStorage,
@@ -47,7 +58,7 @@ pub(super) fn geometry(x: &Layout, w: &Layout) -> candle_core::Result<ConvGeomet
 }
 
 /// Stride-1 "same" convolution (1×1 or 3×3), differentiable in both arguments.
-pub struct ConvOp;
+pub(crate) struct ConvOp;
 
 impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
@@ -177,7 +188,7 @@ impl CustomOp2 for ConvGradWeightOp {
 }
 
 /// Inference convolution with the bias add and activation fused: `(x, weight, bias)`.
-pub struct ConvBiasActOp {
+pub(crate) struct ConvBiasActOp {
     /// The fused activation.
     pub epilogue: Epilogue,
 }
@@ -221,7 +232,7 @@ impl CustomOp3 for ConvBiasActOp {
 
 /// The anti-aliasing blur, differentiable: `(N, C, H, W)` → `(N, C, ⌈H/2⌉, ⌈W/2⌉)`. f32 on the
 /// CPU; with the `cuda` feature also on CUDA devices in f32, f16 and bf16 (one kernel each way).
-pub struct BlurOp;
+pub(crate) struct BlurOp;
 
 impl CustomOp1 for BlurOp {
     fn name(&self) -> &'static str {
@@ -244,7 +255,13 @@ impl CustomOp1 for BlurOp {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let out = crate::cuda_kernels::blur_forward(s, l, n * c, h, w)?;
+        let out = crate::cuda_kernels::blur_forward(
+            s,
+            l,
+            n * c,
+            (h, w),
+            (blurred_side(h), blurred_side(w)),
+        )?;
         Ok((out, Shape::from((n, c, blurred_side(h), blurred_side(w)))))
     }
 
@@ -291,13 +308,19 @@ impl CustomOp1 for BlurGradOp {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, _, _) = l.shape().dims4()?;
-        let out = crate::cuda_kernels::blur_backward(s, l, n * c, self.height, self.width)?;
+        let out = crate::cuda_kernels::blur_backward(
+            s,
+            l,
+            n * c,
+            (self.height, self.width),
+            (blurred_side(self.height), blurred_side(self.width)),
+        )?;
         Ok((out, Shape::from((n, c, self.height, self.width))))
     }
 }
 
 /// Batch statistics of the last forward of a [`BnActOp`]: per-channel mean and biased variance.
-pub type SharedStats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
+pub(crate) type SharedStats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
 
 pub(super) fn nchw(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     let (n, c, h, w) = l.shape().dims4()?;
@@ -306,7 +329,7 @@ pub(super) fn nchw(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
 
 /// Training batch norm with its activation fused: `(x, γ, β)` → `act(γ·x̂ + β)`, x̂ normalised
 /// with the batch's statistics (written to `stats` for the running-statistic update).
-pub struct BnActOp {
+pub(crate) struct BnActOp {
     /// Fused activation.
     pub act: Epilogue,
     /// Variance epsilon.
@@ -429,7 +452,7 @@ impl CustomOp3 for BnActGradOp {
 }
 
 /// `relu(a + b)`, differentiable in both.
-pub struct AddReluOp;
+pub(crate) struct AddReluOp;
 
 impl CustomOp2 for AddReluOp {
     fn name(&self) -> &'static str {
@@ -495,7 +518,7 @@ impl CustomOp2 for ReluMaskOp {
 }
 
 /// `x (N, C, H, W) · gate (N, C)` per channel, differentiable in both.
-pub struct ChannelScaleOp;
+pub(crate) struct ChannelScaleOp;
 
 impl CustomOp2 for ChannelScaleOp {
     fn name(&self) -> &'static str {

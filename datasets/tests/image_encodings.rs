@@ -1,5 +1,6 @@
 //! Every encoding in `tests/fixtures/photos/encodings/` decodes to what Pillow's
 //! `convert('RGB')` gives (made by `tests/fixtures/make_encodings.py`).
+#![allow(clippy::print_stderr)] // reports measured differences
 
 use tresnet_data::{DecodeLimits, decode_rgb8};
 use tresnet_tests::{fixture_path, load_fixture};

@@ -1,4 +1,5 @@
 //! The backbone against timm's own outputs on the tiny fixtures (`tests/fixtures/README.md`).
+#![allow(clippy::print_stderr)] // reports measured differences
 
 use candle_core::Tensor;
 use tresnet::layers::space_to_depth;

@@ -1,29 +1,14 @@
-//! SGD's update for f32 parameters on the CPU, in place and in parallel: two passes over each
+//! SGD's update for f32 parameters on the CPU as candle in-place operations: two passes over each
 //! parameter instead of five single-threaded candle operations and a copy back into the variable
 //! (a TResNet-M has 31 M parameters: the candle chain cost about a tenth of a training step).
-//! The arithmetic is the candle chain's, operation for operation, so both give the same values.
 
 use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
-use rayon::prelude::*;
 
-/// Values per parallel task.
-const CHUNK: usize = 1 << 14;
+pub use crate::cpu_kernels::SgdSettings;
+use crate::cpu_kernels::{momentum_update, param_update};
 
-/// SGD's settings for one parameter.
-#[derive(Debug, Clone, Copy)]
-pub struct SgdSettings {
-    /// Momentum μ (0 = none).
-    pub momentum: f32,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// Weight decay for this parameter (0 = none).
-    pub weight_decay: f32,
-    /// Learning rate.
-    pub lr: f32,
-}
-
-/// Whether [`sgd_step_in_place`] handles these tensors.
-pub fn applies(tensors: &[&Tensor]) -> bool {
+/// Whether [`sgd_step_in_place`] handles these tensors (CPU, f32, contiguous, one shape).
+pub fn sgd_applies(tensors: &[&Tensor]) -> bool {
     let shape = tensors[0].shape();
     tensors.iter().all(|t| {
         t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() && t.shape() == shape
@@ -31,7 +16,7 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
 }
 
 /// `buf ← μ·buf + g′` and `p ← p − lr·d` with `g′ = g + wd·p` and `d = g′ + μ·buf` (Nesterov) or
-/// `buf`; `buf` must be this optimiser's own tensor (zeros before the first step) and, like `p`,
+/// `buf`; `buf` must be the optimiser's own tensor (zeros before the first step) and, like `p`,
 /// share its storage with nothing that expects it unchanged. All three `(shape of p)`.
 pub fn sgd_step_in_place(
     param: &Tensor,
@@ -61,12 +46,6 @@ fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a m
     }
 }
 
-/// The decayed gradient `g + wd·p` (the candle chain adds the decay only when it is positive).
-#[inline]
-fn decayed(g: f32, p: f32, wd: f32) -> f32 {
-    if wd > 0.0 { g + p * wd } else { g }
-}
-
 /// `(buf, grad, param)`: the momentum buffer's update.
 struct MomentumUpdate(SgdSettings);
 
@@ -84,21 +63,8 @@ impl InplaceOp3 for MomentumUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let SgdSettings {
-            momentum,
-            weight_decay,
-            ..
-        } = self.0;
         let (g, p) = (slice(s2, l2)?, slice(s3, l3)?);
-        let b = slice_mut(s1, l1)?;
-        b.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
-            .for_each(|(b, (g, p))| {
-                for ((b, g), p) in b.iter_mut().zip(g).zip(p) {
-                    let g = decayed(*g, *p, weight_decay);
-                    *b = if momentum > 0.0 { *b * momentum + g } else { g };
-                }
-            });
+        momentum_update(slice_mut(s1, l1)?, g, p, self.0);
         Ok(())
     }
 }
@@ -120,26 +86,8 @@ impl InplaceOp3 for ParamUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let SgdSettings {
-            momentum,
-            nesterov,
-            weight_decay,
-            lr,
-        } = self.0;
         let (b, g) = (slice(s2, l2)?, slice(s3, l3)?);
-        let p = slice_mut(s1, l1)?;
-        p.par_chunks_mut(CHUNK)
-            .zip(b.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(p, (b, g))| {
-                for ((p, b), g) in p.iter_mut().zip(b).zip(g) {
-                    let direction = if nesterov && momentum > 0.0 {
-                        decayed(*g, *p, weight_decay) + *b * momentum
-                    } else {
-                        *b
-                    };
-                    *p -= direction * lr;
-                }
-            });
+        param_update(slice_mut(s1, l1)?, b, g, self.0);
         Ok(())
     }
 }

@@ -9,17 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::conv::{
+use super::{f32_slice, geometry};
+use crate::cpu_kernels::{
     ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward_new,
 };
-use super::fused::{bn_act_backward, bn_act_forward, channel_stats};
-use super::ops::{f32_slice, geometry};
-use super::simd::{zeroed, zeroed_with_spare};
+use crate::cpu_kernels::{bn_act_backward, bn_act_forward, channel_stats};
+use crate::cpu_kernels::{zeroed, zeroed_with_spare};
 
 /// What the forward pass keeps for the backward pass: the convolution's output (the batch norm's
 /// input) and the batch statistics.
 #[derive(Debug)]
-pub struct ConvBnActSaved {
+pub(crate) struct ConvBnActSaved {
     /// `(N, O, H, W)` convolution output, flat.
     conv_out: Vec<f32>,
     /// `(O)` batch mean.
@@ -29,12 +29,12 @@ pub struct ConvBnActSaved {
 }
 
 /// Where a [`ConvBnActOp`]'s forward pass leaves what it saved.
-pub type SharedConvBnAct = Arc<Mutex<Option<Arc<ConvBnActSaved>>>>;
+pub(crate) type SharedConvBnAct = Arc<Mutex<Option<Arc<ConvBnActSaved>>>>;
 
 /// `act(batch_norm(conv(x, w)))` with batch statistics, on `(x (N, I, H, W), w (O, I, k, k),
 /// γ ‖ β (2·O))` → `(N, O, H, W)`; stride 1, "same" padding, k = 1 or 3. Differentiable in all
 /// three arguments.
-pub struct ConvBnActOp {
+pub(crate) struct ConvBnActOp {
     /// Fused activation.
     pub act: Epilogue,
     /// Variance epsilon.

@@ -1,5 +1,6 @@
 //! ML-Decoder against timm (`tests/fixtures/ml_decoder*.safetensors`), in both namings, and the
 //! head plumbing over a tiny backbone.
+#![allow(clippy::print_stderr)] // reports measured differences
 
 use candle_core::{DType, Device, Tensor};
 use tresnet::weights::StateDict;

@@ -1,5 +1,6 @@
 //! Behaviour of the built network beyond parity: BN folding, input checks, classifier reset,
 //! half-precision on the CPU, pooling variants.
+#![allow(clippy::print_stderr)] // reports measured differences
 
 use candle_core::{D, DType, Device, Tensor};
 use tresnet::weights::{StateDict, random_state_dict};
