@@ -171,6 +171,20 @@ impl RuntimeFlags {
     pub fn dtype(&self) -> DType {
         self.dtype.dtype()
     }
+
+    /// What `--dtype bf16` on the CPU means on this machine, for the log: bf16 products inside
+    /// the convolutions (f32 activations) on CPUs with AVX-512 BF16, plain f32 elsewhere.
+    pub fn cpu_bf16_note(&self) -> Option<&'static str> {
+        if self.device != DeviceFlag::Cpu || self.dtype != DTypeFlag::Bf16 {
+            return None;
+        }
+        Some(if tresnet::native_cpu_bf16() {
+            "--dtype bf16 on the CPU: convolutions multiply bf16 operands (AVX-512 BF16) with f32 \
+             sums; activations stay f32"
+        } else {
+            "--dtype bf16 on the CPU: this CPU has no native bf16 (AVX-512 BF16); running f32"
+        })
+    }
 }
 
 /// `--input-size` and `--resize`: overrides of the model's own preprocessing.
@@ -196,11 +210,15 @@ impl PreprocessFlags {
 }
 
 /// Loads the model the flags describe (the embedded default without `--backbone`/`--weights`).
+#[allow(clippy::print_stderr)] // the precision note belongs in the run's log
 pub fn load_bundle(
     model: &ModelFlags,
     runtime: &RuntimeFlags,
     preprocess: &PreprocessFlags,
 ) -> Result<ModelBundle> {
+    if let Some(note) = runtime.cpu_bf16_note() {
+        eprintln!("{note}");
+    }
     tresnet_runtime::load_bundle(
         &model.spec(),
         &runtime.device()?,

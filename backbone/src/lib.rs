@@ -45,5 +45,5 @@ pub use features::{FeatureInfo, FeatureMap, Features};
 pub use hub_config::HubConfig;
 pub use layout::Layout;
 pub use manifest::Manifest;
-pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet};
+pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet, native_cpu_bf16};
 pub use trainable::{BATCH_NORM_MOMENTUM, TrainableTResNet};

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::blocks::ResidualBlock;
 use crate::build_options::BuildOptions;
 use crate::config::TResNetConfig;
+use crate::cpu_kernels::{Products, native_bf16};
 use crate::error::{Error, Result};
 use crate::features::{FeatureInfo, FeatureMap, Features};
 use crate::layers::{ConvNormAct, LayerWeights, Linear, global_pool, space_to_depth};
@@ -34,6 +35,8 @@ pub struct TResNet {
     stages: Vec<Stage>,
     classifier: Option<Linear>,
     options: BuildOptions,
+    /// How the folded CPU convolutions multiply.
+    products: Products,
 }
 
 /// Outputs of one full forward pass.
@@ -45,6 +48,31 @@ pub struct ModelOutput {
     pub pre_logits: Tensor,
     /// `(N, num_classes)`, absent when the network has no classifier.
     pub logits: Option<Tensor>,
+}
+
+/// The options a network is really built with, and how its CPU convolutions multiply: a CPU
+/// network asked for in bf16 (for inference) is built in f32, with bf16 products where the CPU
+/// has native bf16 ([`native_cpu_bf16`]) and plain f32 where it has not.
+fn cpu_precision(options: &BuildOptions) -> (BuildOptions, Products) {
+    if options.device.is_cpu() && options.dtype == DType::BF16 && options.compute_dtype.is_none() {
+        let products = if native_bf16() {
+            Products::Bf16
+        } else {
+            Products::F32
+        };
+        let f32_options = BuildOptions {
+            dtype: DType::F32,
+            ..options.clone()
+        };
+        return (f32_options, products);
+    }
+    (options.clone(), Products::F32)
+}
+
+/// Whether this CPU multiplies bf16 natively (AVX-512 BF16), which CPU networks built in bf16
+/// use inside their convolutions.
+pub fn native_cpu_bf16() -> bool {
+    native_bf16()
 }
 
 impl TResNet {
@@ -71,13 +99,19 @@ impl TResNet {
         state: &StateDict,
         options: &BuildOptions,
     ) -> Result<Self> {
-        let weights = LayerWeights::inference(
+        // A CPU network asked for in bf16 keeps f32 activations (every fast CPU kernel is an f32
+        // one) and multiplies in bf16 inside its convolutions where the CPU does so natively.
+        let (options, products) = cpu_precision(options);
+        let mut weights = LayerWeights::inference(
             state,
             options.dtype,
             &options.device,
             options.fold_batch_norm,
         );
-        Self::build_with(config, layout, &weights, options)
+        weights.products = products;
+        let mut model = Self::build_with(config, layout, &weights, &options)?;
+        model.products = products;
+        Ok(model)
     }
 
     /// Builds from explicit layer weights (also the training path).
@@ -118,7 +152,14 @@ impl TResNet {
             stages,
             classifier,
             options: options.clone(),
+            products: Products::F32,
         })
+    }
+
+    /// Whether the convolutions multiply bf16 operands (a CPU network built in bf16 on a CPU
+    /// with AVX-512 BF16); activations and outputs are f32 then.
+    pub fn multiplies_in_bf16(&self) -> bool {
+        self.products == Products::Bf16
     }
 
     /// The architecture.

@@ -98,6 +98,7 @@ impl TrainableTResNet {
                 momentum: BATCH_NORM_MOMENTUM,
                 registry: &registry,
             },
+            products: crate::cpu_kernels::Products::F32,
         };
         let options = BuildOptions {
             dtype,

@@ -67,6 +67,51 @@ fn folded_equals_unfolded_on_full_tresnet_m() {
 }
 
 #[test]
+fn bf16_products_on_the_cpu_stay_close_to_f32_on_full_tresnet_m() {
+    let config = TResNetConfig::variant("tresnet_m").unwrap();
+    let state = randomized_state(&config, 12);
+    let f32_model = TResNet::new(&config, &state, &BuildOptions::default()).unwrap();
+    let bf16_model = TResNet::new(
+        &config,
+        &state,
+        &BuildOptions::new(Device::Cpu, DType::BF16),
+    )
+    .unwrap();
+    if !tresnet::native_cpu_bf16() {
+        // The request falls back to plain f32: the same numbers.
+        assert!(!bf16_model.multiplies_in_bf16());
+        eprintln!("skipped the bf16 comparison: this CPU has no AVX-512 BF16");
+        return;
+    }
+    assert!(bf16_model.multiplies_in_bf16());
+    // Three images share the small maps' tiles; one wider image takes the row-tile path.
+    for shape in [(3, 3, 64, 64), (1, 3, 96, 160)] {
+        let x = Tensor::rand(0f32, 1f32, shape, &Device::Cpu).unwrap();
+        let a = f32_model.forward_all(&x).unwrap();
+        let b = bf16_model.forward_all(&x).unwrap();
+        let reference = a.logits.as_ref().unwrap();
+        let scale = reference
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        // bf16 keeps 8 bits of mantissa: each product's operands are off by up to 2⁻⁹
+        // relative, and the errors of 5.7 GMAC of products partly cancel.
+        let d = assert_close(
+            b.logits.as_ref().unwrap(),
+            reference,
+            1e-2 * scale,
+            0.0,
+            "bf16-product logits",
+        );
+        eprintln!("{shape:?}: bf16 products, max |diff| {d:.3e} on logits of magnitude {scale:.2}");
+        assert_eq!(b.logits.unwrap().dtype(), DType::F32);
+    }
+}
+
+#[test]
 fn feature_geometry_follows_the_input() {
     let config = TResNetConfig::variant("tresnet_l")
         .unwrap()
@@ -185,7 +230,14 @@ fn half_precision_on_cpu_stays_close_to_f32() {
     for dtype in [DType::F16, DType::BF16] {
         let model = TResNet::new(&config, &state, &BuildOptions::new(Device::Cpu, dtype)).unwrap();
         let logits = model.forward(&tensors["input0"]).unwrap();
-        assert_eq!(logits.dtype(), dtype);
+        // A CPU network in bf16 keeps f32 activations and multiplies in bf16 where it can.
+        let expected = if dtype == DType::BF16 {
+            assert_eq!(model.multiplies_in_bf16(), tresnet::native_cpu_bf16());
+            DType::F32
+        } else {
+            dtype
+        };
+        assert_eq!(logits.dtype(), expected);
         let tol = if dtype == DType::F16 { 1e-2 } else { 5e-2 };
         let d = assert_close(
             &logits,

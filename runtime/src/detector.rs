@@ -43,7 +43,7 @@ impl Detector {
             detector_config,
             channels,
             &head_state,
-            options.dtype,
+            backbone.dtype(),
             &options.device,
         )
         .context("loading the detection head")?;

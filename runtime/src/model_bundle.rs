@@ -262,11 +262,13 @@ fn load_unchecked(
         .with_context(|| format!("loading {source}"))?;
     let network = match head_kind {
         Some(kind) => {
+            // The head computes in the backbone's dtype (a CPU network asked for in bf16 is
+            // an f32 one multiplying in bf16).
             let head = ClassificationHead::load(
                 head_state,
                 Some(kind),
                 body.global_pool,
-                options.dtype,
+                backbone.dtype(),
                 &options.device,
             )
             .with_context(|| format!("loading the head of {source}"))?;
@@ -380,7 +382,7 @@ fn load_embedded(options: &BuildOptions, overrides: &PreprocessOverrides) -> Res
         head_state,
         Some(HeadKind::Linear),
         body.global_pool,
-        options.dtype,
+        backbone.dtype(),
         &options.device,
     )?;
     let cfg = config

@@ -104,6 +104,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     let device = cli.runtime.device()?;
     let dtype = cli.runtime.dtype();
+    if let Some(note) = cli.runtime.cpu_bf16_note().filter(|_| !cli.train) {
+        eprintln!("bench: {note}");
+    }
     let options = BuildOptions {
         fold_batch_norm: !cli.no_fold,
         ..BuildOptions::new(device.clone(), dtype)
@@ -140,7 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             (batch, 3, cli.input_size, cli.input_size),
             &Device::Cpu,
         )?
-        .to_dtype(dtype)?
+        .to_dtype(model.dtype())?
         .to_device(&device)?;
         model.check_input_shape(input.dims())?;
         Ok(input)
@@ -271,6 +274,8 @@ fn run(cli: Cli) -> Result<()> {
                 "param_count": param_count,
                 "device": cli.runtime.device.to_string(),
                 "dtype": cli.runtime.dtype.name(),
+                // A CPU run in bf16: whether the convolutions multiplied bf16 (AVX-512 BF16).
+                "cpu_bf16_products": model.multiplies_in_bf16(),
                 // Which convolutions a CUDA run used: candle's default path or cuDNN.
                 "cuda_convolutions": if cfg!(feature = "cudnn") { "cudnn" } else { "candle" },
             })

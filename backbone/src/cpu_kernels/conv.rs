@@ -6,8 +6,9 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::bf16_gemm::PackedWeights;
 use super::cache_size::l2_cache_bytes;
-use super::sgemm::{MatMut, MatRef, sgemm};
+use super::sgemm::{self, Left, MatMut, MatRef, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
@@ -246,18 +247,20 @@ pub fn conv_forward(
     // SAFETY: `out` is an exclusive, initialised region of the right length.
     #[allow(unsafe_code)]
     unsafe {
-        conv_forward_raw(x, w, bias, epilogue, g, out.as_mut_ptr())
+        conv_forward_raw(x, w, bias, epilogue, g, None, out.as_mut_ptr())
     };
 }
 
 /// [`conv_forward`] into a new vector, without filling it first: every output value is written
-/// exactly once by the products and the epilogue.
+/// exactly once by the products and the epilogue. With `packed` (the same weights, packed for
+/// bf16 products) the products are bf16 ones.
 pub fn conv_forward_new(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     g: &ConvGeometry,
+    packed: Option<&PackedWeights>,
 ) -> Vec<f32> {
     let len = g.batch * g.out_channels * g.pixels();
     let mut out = Vec::with_capacity(len);
@@ -266,7 +269,7 @@ pub fn conv_forward_new(
     // reads them, so the length can be set afterwards.
     #[allow(unsafe_code)]
     unsafe {
-        conv_forward_raw(x, w, bias, epilogue, g, out.as_mut_ptr());
+        conv_forward_raw(x, w, bias, epilogue, g, packed, out.as_mut_ptr());
         out.set_len(len);
     }
     out
@@ -285,6 +288,7 @@ unsafe fn conv_forward_raw(
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     g: &ConvGeometry,
+    packed: Option<&PackedWeights>,
     out: *mut f32,
 ) {
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
@@ -300,6 +304,16 @@ unsafe fn conv_forward_raw(
         cols: patch,
         row_stride: patch,
         col_stride: 1,
+    };
+    let left = match packed {
+        Some(p) => {
+            assert!(
+                p.rows() == o && p.cols() == patch,
+                "conv: packed weights of another shape"
+            );
+            Left::Bf16(p)
+        }
+        None => Left::F32(lhs),
     };
     for_each_tile(&tiles, inner, |tile| {
         let n = tile.columns(g);
@@ -333,7 +347,7 @@ unsafe fn conv_forward_raw(
                 // SAFETY: tiles cover disjoint pixels of `out`.
                 #[allow(unsafe_code)]
                 unsafe {
-                    sgemm(dst, lhs, rhs, false, inner)
+                    sgemm::product(dst, left, rhs, inner)
                 };
             } else {
                 COLUMNS.with(|cell| {
@@ -351,7 +365,7 @@ unsafe fn conv_forward_raw(
                     // SAFETY: as above.
                     #[allow(unsafe_code)]
                     unsafe {
-                        sgemm(dst, lhs, rhs, false, inner)
+                        sgemm::product(dst, left, rhs, inner)
                     };
                 });
             }
@@ -388,7 +402,7 @@ unsafe fn conv_forward_raw(
                     // SAFETY: the scratch block belongs to this thread.
                     #[allow(unsafe_code)]
                     unsafe {
-                        sgemm(scratch, lhs, rhs, false, inner)
+                        sgemm::product(scratch, left, rhs, inner)
                     };
                     for j in 0..tile.images {
                         let dst = MatMut {
@@ -432,7 +446,7 @@ pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mu
 /// [`conv_backward_input`] into a new vector.
 pub fn conv_backward_input_new(g_out: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (flipped, swapped) = transposed_kernel(w, g);
-    conv_forward_new(g_out, &flipped, None, Epilogue::Identity, &swapped)
+    conv_forward_new(g_out, &flipped, None, Epilogue::Identity, &swapped, None)
 }
 
 /// A stride-1 "same" convolution's input gradient is the convolution of the output gradient

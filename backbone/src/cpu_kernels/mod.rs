@@ -4,6 +4,7 @@
 //! with their gradients, space-to-depth and SGD's update. [`crate::ops`] plugs them under candle
 //! tensors; other devices and dtypes use candle's own operations (see [`crate::layers::conv2d`]).
 
+mod bf16_gemm;
 mod blur;
 mod cache_size;
 mod conv;
@@ -13,6 +14,7 @@ mod sgemm;
 mod simd;
 pub(crate) mod space_to_depth;
 
+pub use bf16_gemm::{PackedWeights, native_bf16};
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{
     ConvGeometry, Epilogue, conv_backward_input, conv_backward_input_new, conv_backward_weight,
@@ -23,5 +25,6 @@ pub use fused::{
     channel_scale_forward, channel_stats, relu_mask_backward,
 };
 pub use sgd::{SgdSettings, momentum_update, param_update};
+pub use sgemm::Products;
 pub use simd::{zeroed, zeroed_with_spare};
 pub use space_to_depth::space_to_depth_forward;

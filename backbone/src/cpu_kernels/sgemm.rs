@@ -1,4 +1,7 @@
-//! A checked wrapper around the `gemm` crate's f32 matrix product.
+//! A checked wrapper around the `gemm` crate's f32 matrix product, and the dispatch between it
+//! and the bf16 product.
+
+use super::bf16_gemm::{PackedWeights, gemm_bf16};
 
 /// A matrix view over a slice: element `(r, c)` at `offset + r·row_stride + c·col_stride`.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +81,67 @@ impl MatMut {
 
 /// Row blocks handed to threads are multiples of this (the AVX-512 microkernel's 64 rows).
 const ROW_BLOCK_ALIGN: usize = 64;
+
+/// How a product's operands are multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// f32 operands (the default).
+    #[default]
+    F32,
+    /// Operands rounded to bf16, products summed in f32 (CPUs with AVX-512 BF16 only).
+    Bf16,
+}
+
+/// The left operand of [`product`]: f32 as it is, or packed for bf16 products.
+#[derive(Clone, Copy)]
+pub enum Left<'a> {
+    /// f32 products.
+    F32(MatRef<'a>),
+    /// bf16 products.
+    Bf16(&'a PackedWeights),
+}
+
+/// `dst = left · rhs` (see [`sgemm`] for the shapes and threads); bf16 products need
+/// contiguous `rhs` rows.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(unsafe_code)]
+pub unsafe fn product(dst: MatMut, left: Left<'_>, rhs: MatRef<'_>, threads: usize) {
+    let packed = match left {
+        // SAFETY: the caller's contract.
+        Left::F32(lhs) => return unsafe { sgemm(dst, lhs, rhs, false, threads) },
+        Left::Bf16(packed) => packed,
+    };
+    assert_eq!(packed.rows(), dst.rows, "gemm: lhs rows");
+    assert!(rhs.in_bounds() && dst.in_bounds(), "gemm: out of bounds");
+    let blocks = if threads > 1 && dst.rows >= 2 * ROW_BLOCK_ALIGN {
+        threads.min(dst.rows / ROW_BLOCK_ALIGN)
+    } else {
+        1
+    };
+    let per_block = dst.rows.div_ceil(blocks).next_multiple_of(ROW_BLOCK_ALIGN);
+    let whole = &dst;
+    let run = |b: usize| {
+        let dst = *whole;
+        let first = b * per_block;
+        let rows = per_block.min(dst.rows - first);
+        let block_dst = MatMut {
+            offset: dst.offset + first * dst.row_stride,
+            rows,
+            ..dst
+        };
+        // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
+        unsafe { gemm_bf16(block_dst, packed, first, rhs) };
+    };
+    let count = dst.rows.div_ceil(per_block);
+    if count > 1 {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(run);
+    } else {
+        (0..count).for_each(run);
+    }
+}
 
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`): `lhs` is `m × k`, `rhs` `k × n`,
 /// `dst` `m × n`; `threads > 1` lets the product itself run on the rayon pool.

@@ -8,7 +8,9 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::cpu_kernels::Epilogue;
+use std::sync::Arc;
+
+use crate::cpu_kernels::{Epilogue, PackedWeights};
 use crate::error::Result;
 use crate::layout::Activation;
 use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp};
@@ -37,9 +39,23 @@ pub fn conv2d_bias_act(
     padding: usize,
     activation: Activation,
 ) -> Result<Tensor> {
+    conv2d_bias_act_with(x, kernel, bias, padding, activation, None)
+}
+
+/// [`conv2d_bias_act`] whose fast CPU kernel multiplies in bf16 when given `packed`, the same
+/// kernel packed for bf16 products.
+pub(crate) fn conv2d_bias_act_with(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    activation: Activation,
+    packed: Option<&Arc<PackedWeights>>,
+) -> Result<Tensor> {
     if fast_conv(x, kernel, padding, 1) && bias.dtype() == DType::F32 {
         let op = ConvBiasActOp {
             epilogue: epilogue(activation),
+            packed: packed.cloned(),
         };
         return Ok(x.contiguous()?.apply_op3_no_bwd(
             &kernel.contiguous()?,

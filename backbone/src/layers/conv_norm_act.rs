@@ -7,9 +7,10 @@ use candle_core::{DType, Device, Tensor};
 use super::batch_norm::RunningStats;
 use super::{
     BatchNormStats, BatchNormTrain, BlurPool, LayerWeights, NormMode, apply_activation, conv2d,
-    conv2d_bias_act,
 };
+use crate::cpu_kernels::{PackedWeights, Products};
 use crate::error::Result;
+use crate::layers::compute::conv2d_bias_act_with;
 use crate::layout::{Activation, ConvNormActSpec};
 
 /// How the batch norm is applied.
@@ -33,6 +34,8 @@ pub struct ConvNormAct {
     padding: usize,
     activation: Activation,
     blur: Option<BlurPool>,
+    /// The folded weights packed for bf16 products, when the network multiplies in bf16.
+    packed: Option<Arc<PackedWeights>>,
 }
 
 impl ConvNormAct {
@@ -110,12 +113,24 @@ impl ConvNormAct {
             }
         };
         let blur = spec.anti_alias.then_some(BlurPool);
+        let packed = match (&norm, weights.products) {
+            (Norm::Folded { .. }, Products::Bf16) if weight.device().is_cpu() => {
+                let (o, i, kh, kw) = weight.dims4()?;
+                let data = weight
+                    .flatten_all()?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?;
+                Some(Arc::new(PackedWeights::pack_rows(&data, o, i * kh * kw)))
+            }
+            _ => None,
+        };
         Ok(Self {
             weight,
             norm,
             padding: spec.kernel_size / 2,
             activation: spec.activation,
             blur,
+            packed,
         })
     }
 
@@ -126,9 +141,14 @@ impl ConvNormAct {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let weight = self.weight.to_dtype(x.dtype())?;
         let y = match &self.norm {
-            Norm::Folded { bias } => {
-                conv2d_bias_act(x, &weight, bias, self.padding, self.activation)?
-            }
+            Norm::Folded { bias } => conv2d_bias_act_with(
+                x,
+                &weight,
+                bias,
+                self.padding,
+                self.activation,
+                self.packed.as_ref(),
+            )?,
             Norm::Separate { scale, shift } => {
                 let y = conv2d(x, &weight, self.padding, 1)?;
                 apply_activation(

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::cpu_kernels::Products;
 use crate::error::Result;
 use crate::weights::StateDict;
 
@@ -56,6 +57,9 @@ pub struct LayerWeights<'a> {
     pub device: &'a Device,
     /// How batch norms are built.
     pub norm: NormMode<'a>,
+    /// How the fused CPU convolutions multiply (bf16 operands on CPUs that have them, when a
+    /// CPU network is asked for in bf16).
+    pub(crate) products: Products,
 }
 
 impl<'a> LayerWeights<'a> {
@@ -70,6 +74,7 @@ impl<'a> LayerWeights<'a> {
             } else {
                 NormMode::Separate
             },
+            products: Products::F32,
         }
     }
 

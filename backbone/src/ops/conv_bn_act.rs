@@ -82,6 +82,7 @@ impl CustomOp3 for ConvBnActOp {
             None,
             Epilogue::Identity,
             &g,
+            None,
         );
         let (mean, var) = channel_stats(&conv_out, dims.0, dims.1, dims.2);
         let mut y = zeroed(conv_out.len());

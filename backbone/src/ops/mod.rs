@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use crate::cpu_kernels::zeroed;
 use crate::cpu_kernels::{
     ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
 };
+use crate::cpu_kernels::{PackedWeights, zeroed};
 use crate::cpu_kernels::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
@@ -79,6 +79,7 @@ impl CustomOp2 for ConvOp {
             None,
             Epilogue::Identity,
             &g,
+            None,
         );
         Ok((
             CpuStorage::F32(out),
@@ -191,6 +192,8 @@ impl CustomOp2 for ConvGradWeightOp {
 pub(crate) struct ConvBiasActOp {
     /// The fused activation.
     pub epilogue: Epilogue,
+    /// The weights packed for bf16 products (at build time), or `None` for f32 products.
+    pub packed: Option<Arc<PackedWeights>>,
 }
 
 impl CustomOp3 for ConvBiasActOp {
@@ -222,6 +225,7 @@ impl CustomOp3 for ConvBiasActOp {
             Some(bias),
             self.epilogue,
             &g,
+            self.packed.as_deref(),
         );
         Ok((
             CpuStorage::F32(out),
