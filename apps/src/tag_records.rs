@@ -27,6 +27,37 @@ pub struct TagRecord {
     pub labels: Vec<Label>,
     /// Why the photo could not be tagged.
     pub error: Option<String>,
+    /// The photo's size in bytes when it was tagged (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The photo's modification time when it was tagged, in nanoseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i128>,
+}
+
+/// What a photo looked like on disk: a changed size or modification time means it was edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhotoStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (negative before it).
+    pub modified: i128,
+}
+
+impl PhotoStamp {
+    /// The stamp of the file at `path`, if it can be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?;
+        let nanos = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        Some(Self {
+            size: meta.len(),
+            modified: nanos,
+        })
+    }
 }
 
 /// Output formats (`--format`).
@@ -34,7 +65,8 @@ pub struct TagRecord {
 pub enum Format {
     /// One JSON object per line (appended and flushed as the run goes; the default).
     Jsonl,
-    /// `file,model,labels,error` with labels as `name:score;name:score` (appended likewise).
+    /// `file,model,labels,error,size,modified` with labels as `name:score;name:score` (appended
+    /// likewise; four-column files of older versions are read too).
     Csv,
     /// One JSON array, written atomically at the end.
     Json,
@@ -95,20 +127,57 @@ impl TagRecord {
                     .iter()
                     .map(|l| format!("{}:{:.4}", escape_label(&l.label), l.score))
                     .collect();
+                let number = |v: Option<String>| v.unwrap_or_default();
                 format!(
-                    "{},{},{},{}\n",
+                    "{},{},{},{},{},{}\n",
                     csv_field(&self.file),
                     csv_field(&self.model),
                     csv_field(&labels.join(";")),
-                    csv_field(self.error.as_deref().unwrap_or(""))
+                    csv_field(self.error.as_deref().unwrap_or("")),
+                    number(self.size.map(|v| v.to_string())),
+                    number(self.modified.map(|v| v.to_string())),
                 )
             }
         })
     }
 
+    /// The attachment of the record to its photo: its stamp when the record has one.
+    pub fn stamp(&self) -> Option<PhotoStamp> {
+        Some(PhotoStamp {
+            size: self.size?,
+            modified: self.modified?,
+        })
+    }
+
+    /// Records `stamp` as the photo's state when it was tagged.
+    pub fn stamped(self, stamp: Option<PhotoStamp>) -> Self {
+        Self {
+            size: stamp.map(|s| s.size),
+            modified: stamp.map(|s| s.modified),
+            ..self
+        }
+    }
+
     fn from_csv_fields(fields: &[String]) -> Option<Self> {
-        let [file, model, labels, error] = fields else {
-            return None;
+        let (file, model, labels, error, size, modified) = match fields {
+            [file, model, labels, error] => (file, model, labels, error, None, None),
+            [file, model, labels, error, size, modified] => (
+                file,
+                model,
+                labels,
+                error,
+                Some(size.as_str()),
+                Some(modified.as_str()),
+            ),
+            _ => return None,
+        };
+        let size = match size {
+            None | Some("") => None,
+            Some(t) => Some(t.parse::<u64>().ok()?),
+        };
+        let modified = match modified {
+            None | Some("") => None,
+            Some(t) => Some(t.parse::<i128>().ok()?),
         };
         let labels = labels
             .split(';')
@@ -126,12 +195,16 @@ impl TagRecord {
             model: model.clone(),
             labels,
             error: (!error.is_empty()).then(|| error.clone()),
+            size,
+            modified,
         })
     }
 }
 
 /// The header line of the CSV format.
-pub const CSV_HEADER: &str = "file,model,labels,error\n";
+pub const CSV_HEADER: &str = "file,model,labels,error,size,modified\n";
+/// The header of CSV files written before records carried the photo's stamp.
+const OLD_CSV_HEADER: &str = "file,model,labels,error";
 
 /// Records already in an output file, read as the writer wrote them.
 ///
@@ -184,7 +257,7 @@ pub fn read_existing(path: &Path, format: Format) -> Result<Vec<TagRecord>> {
                 let body = &text[start..end];
                 let line = 1 + text[..start].matches('\n').count();
                 start = end;
-                if i == 0 && body.trim_end() == CSV_HEADER.trim_end() {
+                if i == 0 && [CSV_HEADER.trim_end(), OLD_CSV_HEADER].contains(&body.trim_end()) {
                     continue;
                 }
                 records.push(
@@ -246,11 +319,21 @@ pub fn rewrite(path: &Path, records: &[TagRecord], format: Format) -> Result<()>
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Files already tagged by `model` (photos that failed are tried again).
-pub fn done_by(records: &[TagRecord], model: &str) -> HashSet<String> {
+/// Files already tagged by `model` and not changed since (photos that failed are tried again;
+/// a photo whose size or modification time differs from its record's, per `stamp_now`, is
+/// tagged again; records without a stamp, from older versions, count as current).
+pub fn done_by(
+    records: &[TagRecord],
+    model: &str,
+    stamp_now: impl Fn(&str) -> Option<PhotoStamp>,
+) -> HashSet<String> {
     records
         .iter()
         .filter(|r| r.model == model && r.error.is_none())
+        .filter(|r| match r.stamp() {
+            Some(then) => stamp_now(&r.file) == Some(then),
+            None => true,
+        })
         .map(|r| r.file.clone())
         .collect()
 }
@@ -282,12 +365,16 @@ mod tests {
                     score: 0.5,
                 }],
                 error: None,
+                size: Some(1234),
+                modified: Some(1_764_000_000_123_456_789),
             },
             TagRecord {
                 file: "c.jpg".into(),
                 model: "m".into(),
                 labels: vec![],
                 error: Some("truncated, bad".into()),
+                size: None,
+                modified: None,
             },
         ];
         for format in [Format::Jsonl, Format::Csv] {
@@ -308,7 +395,43 @@ mod tests {
                 std::fs::read_to_string(&path).unwrap().ends_with('\n'),
                 "repaired"
             );
-            assert_eq!(done_by(&read, "m").len(), 1, "the failed photo is retried");
+            let unchanged = |_: &str| {
+                Some(PhotoStamp {
+                    size: 1234,
+                    modified: 1_764_000_000_123_456_789,
+                })
+            };
+            assert_eq!(
+                done_by(&read, "m", unchanged).len(),
+                1,
+                "the failed photo is retried"
+            );
+            let edited = |_: &str| {
+                Some(PhotoStamp {
+                    size: 1234,
+                    modified: 1_764_000_000_123_456_790,
+                })
+            };
+            assert!(
+                done_by(&read, "m", edited).is_empty(),
+                "an edited photo is redone"
+            );
+            assert!(
+                done_by(&read, "m", |_| None).is_empty(),
+                "a vanished photo is redone"
+            );
         }
+    }
+
+    #[test]
+    fn four_column_files_of_older_versions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.csv");
+        std::fs::write(&path, "file,model,labels,error\na.jpg,m,cat:0.5000,\n").unwrap();
+        let read = read_existing(&path, Format::Csv).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].stamp(), None);
+        // Without a stamp the record counts as current: no mass re-tag after an upgrade.
+        assert_eq!(done_by(&read, "m", |_| None).len(), 1);
     }
 }

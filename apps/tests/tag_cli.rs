@@ -158,7 +158,7 @@ fn read_csv(path: &Path) -> Vec<Row> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut rows = Vec::new();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("file,model,labels,error"));
+    assert_eq!(lines.next(), Some("file,model,labels,error,size,modified"));
     for line in lines {
         let mut fields = vec![String::new()];
         let (mut quoted, mut chars) = (false, line.chars().peekable());
@@ -173,7 +173,12 @@ fn read_csv(path: &Path) -> Vec<Row> {
                 (c, _) => fields.last_mut().unwrap().push(c),
             }
         }
-        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields.len(), 6, "{line}");
+        // The photo's size and modification time: numbers for every file on disk.
+        assert!(
+            fields[4].parse::<u64>().is_ok() && fields[5].parse::<i128>().is_ok(),
+            "{line}"
+        );
         let labels = fields[2]
             .split(';')
             .filter(|s| !s.is_empty())
@@ -430,6 +435,76 @@ fn a_killed_run_resumes_where_it_stopped() {
         seen.values().all(|&c| c == 1),
         "a photo tagged twice: {seen:?}"
     );
+}
+
+#[test]
+fn edited_photos_are_tagged_again_and_prune_drops_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for f in ["astronaut.jpg", "chelsea.png", "camera_gray.png"] {
+        std::fs::copy(fixtures().join("photos").join(f), photos.join(f)).unwrap();
+    }
+    for format in ["jsonl", "csv"] {
+        let out = format!("tags.{format}");
+        let args = ["photos", "--format", format, "-o", out.as_str()];
+        let first = ok(&run(TAG, &args, dir.path()));
+        assert_eq!(first["tagged"], 3, "{format}");
+        let again = ok(&run(TAG, &args, dir.path()));
+        assert_eq!(
+            (again["tagged"].as_u64(), again["already_tagged"].as_u64()),
+            (Some(0), Some(3))
+        );
+
+        // An edit: other content (so another size), written now (another modification time).
+        std::fs::copy(
+            fixtures().join("photos/chelsea.png"),
+            photos.join("astronaut.jpg"),
+        )
+        .unwrap();
+        let after_edit = ok(&run(TAG, &args, dir.path()));
+        assert_eq!(
+            after_edit["tagged"], 1,
+            "{format}: the edited photo is tagged again"
+        );
+        let rows = if format == "csv" {
+            read_csv(&dir.path().join(&out))
+        } else {
+            read_jsonl(&dir.path().join(&out))
+        };
+        assert_eq!(rows.len(), 3, "{format}: one record per photo: {rows:?}");
+        let edited = rows
+            .iter()
+            .find(|r| r.file.ends_with("astronaut.jpg"))
+            .unwrap();
+        let chelsea = rows
+            .iter()
+            .find(|r| r.file.ends_with("chelsea.png"))
+            .unwrap();
+        assert_eq!(
+            edited.labels, chelsea.labels,
+            "{format}: the record is the new content's"
+        );
+
+        // A removed photo keeps its record unless --prune is given.
+        std::fs::rename(photos.join("camera_gray.png"), dir.path().join("away.png")).unwrap();
+        let kept = ok(&run(TAG, &args, dir.path()));
+        assert_eq!(kept["pruned"], 0);
+        let pruned = ok(&run(TAG, &[&args[..], &["--prune"]].concat(), dir.path()));
+        assert_eq!(pruned["pruned"], 1, "{format}");
+        let text = std::fs::read_to_string(dir.path().join(&out)).unwrap();
+        assert!(!text.contains("camera_gray"), "{format}: {text}");
+        assert!(
+            text.contains("astronaut") && text.contains("chelsea"),
+            "{format}: {text}"
+        );
+        std::fs::rename(dir.path().join("away.png"), photos.join("camera_gray.png")).unwrap();
+        std::fs::copy(
+            fixtures().join("photos/astronaut.jpg"),
+            photos.join("astronaut.jpg"),
+        )
+        .unwrap();
+    }
 }
 
 /// Chromium's binary, or a message saying how to install it.

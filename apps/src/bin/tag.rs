@@ -15,8 +15,8 @@ use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
 use tresnet_apps::gallery::{GalleryItem, write_gallery};
 use tresnet_apps::tag_records::{
-    CSV_HEADER, Format, Label, TagRecord, append, done_by, latest_per_file, read_existing, rewrite,
-    short_id,
+    CSV_HEADER, Format, Label, PhotoStamp, TagRecord, append, done_by, latest_per_file,
+    read_existing, rewrite, short_id,
 };
 use tresnet_apps::xmp_sidecar::write_sidecar;
 use tresnet_data::ImageSource;
@@ -64,6 +64,10 @@ struct Cli {
     /// Process only shard i of n (`i/n`, 0-based), splitting the sorted photo list.
     #[arg(long)]
     shard: Option<String>,
+    /// Drop the records of photos that no longer exist (off by default: a photo on an unmounted
+    /// disk keeps its record).
+    #[arg(long)]
+    prune: bool,
     /// Write a self-contained HTML gallery of the results.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -160,6 +164,9 @@ fn run(cli: Cli) -> Result<()> {
     let rule = LabelRule::new(&bundle, &cli);
 
     let (mut photos, walk) = images_under(&cli.photos)?;
+    // Every photo of the collection, whatever the shard (for --prune).
+    let present: std::collections::HashSet<String> =
+        photos.iter().map(|p| same_file_key(&p.name())).collect();
     if let Some(spec) = &cli.shard {
         let (i, n) = parse_shard(spec)?;
         photos = photos
@@ -173,7 +180,7 @@ fn run(cli: Cli) -> Result<()> {
     let _lock = tresnet_io::OutputLock::acquire(&output)
         .with_context(|| format!("cannot lock {}", output.display()))?;
     let previous = latest_per_file(read_existing(&output, format)?, same_file_key);
-    let done = done_by(&previous, &model_id);
+    let done = done_by(&previous, &model_id, |file| PhotoStamp::of(Path::new(file)));
     // Compare by the file itself, so `tag photos` resumes `tag ./photos` or `tag /abs/photos`.
     let done_files: std::collections::HashSet<String> =
         done.iter().map(|f| same_file_key(f)).collect();
@@ -211,6 +218,12 @@ fn run(cli: Cli) -> Result<()> {
     let mut new_records: Vec<TagRecord> = Vec::new();
     let mut sidecar_failures: Vec<String> = Vec::new();
     let names_of: Vec<String> = todo.iter().map(ImageSource::name).collect();
+    // Each photo's size and modification time as it is tagged (read before decoding, so an edit
+    // during the run is caught by the next one).
+    let stamps: Vec<Option<PhotoStamp>> = names_of
+        .iter()
+        .map(|name| PhotoStamp::of(Path::new(name)))
+        .collect();
     let mut options = InferenceOptions::new(cli.batch_size, cli.runtime.worker_count(), "tag");
     if let Some(max) = cli.max_pixels {
         options.limits.max_pixels = max;
@@ -224,13 +237,19 @@ fn run(cli: Cli) -> Result<()> {
                     model: model_id.clone(),
                     labels: rule.labels(&l, &names),
                     error: None,
-                },
+                    size: None,
+                    modified: None,
+                }
+                .stamped(stamps[i]),
                 ImageOutcome::Failed(reason) => TagRecord {
                     file: names_of[i].clone(),
                     model: model_id.clone(),
                     labels: Vec::new(),
                     error: Some(reason),
-                },
+                    size: None,
+                    modified: None,
+                }
+                .stamped(stamps[i]),
             })
             .collect();
         if cli.xmp {
@@ -256,7 +275,15 @@ fn run(cli: Cli) -> Result<()> {
     // run compacts the same way).
     let mut all: Vec<TagRecord> = previous;
     all.extend(new_records.iter().cloned());
-    let all = latest_per_file(all, same_file_key);
+    let mut all = latest_per_file(all, same_file_key);
+    let mut pruned = 0;
+    if cli.prune {
+        let before = all.len();
+        // Gone: neither in this collection nor on disk (records of photos outside the folder
+        // tagged this time stay while their files exist).
+        all.retain(|r| present.contains(&same_file_key(&r.file)) || Path::new(&r.file).exists());
+        pruned = before - all.len();
+    }
     drop(out);
     rewrite(&output, &all, format)?;
     // One record per photo in the gallery: the latest of each file for this model.
@@ -325,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
             "tagged": tagged,
             "unreadable": failed.iter().map(|r| json!({"file": r.file, "error": r.error})).collect::<Vec<_>>(),
             "already_tagged": done.len(),
+            "pruned": pruned,
             "sidecar_failures": sidecar_failures,
             "seconds": timing.total,
             "model_seconds": timing.model,
