@@ -12,5 +12,6 @@ pub mod gallery;
 pub mod largest_batch;
 pub mod multilabel_report;
 pub mod plots;
+pub mod shard;
 pub mod tag_records;
 pub mod xmp_sidecar;

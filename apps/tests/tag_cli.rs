@@ -437,6 +437,100 @@ fn a_killed_run_resumes_where_it_stopped() {
     );
 }
 
+/// Runs `tag` with extra environment variables.
+fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(TAG)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .envs(env.iter().copied())
+        .output()
+        .expect("tag runs")
+}
+
+#[test]
+fn scheduler_shards_name_their_outputs_and_merge_into_one_record_per_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    collection(dir.path(), 14, 64);
+    // A Slurm job array `--array=1-3`: tasks 1, 2, 3 are shards 0, 1, 2 of 3.
+    for task in ["1", "2", "3"] {
+        let env = [
+            ("SLURM_ARRAY_TASK_ID", task),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ];
+        ok(&run_with_env(
+            &["photos", "--shard", "auto"],
+            dir.path(),
+            &env,
+        ));
+    }
+    // A Kubernetes Indexed Job pod, writing CSV.
+    let k8s = [("JOB_COMPLETION_INDEX", "1"), ("TAG_SHARD_COUNT", "2")];
+    ok(&run_with_env(
+        &["photos", "--shard", "auto", "--format", "csv"],
+        dir.path(),
+        &k8s,
+    ));
+    assert!(dir.path().join("tags.1-of-2.csv").is_file());
+    // Neither scheduler: a clear refusal.
+    let none = run_with_env(&["photos", "--shard", "auto"], dir.path(), &[]);
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(err.contains("Slurm") && err.contains("Kubernetes"), "{err}");
+
+    let shard_files: Vec<String> = (0..3).map(|i| format!("tags.{i}-of-3.jsonl")).collect();
+    let files = |f: &str| -> BTreeSet<String> {
+        read_jsonl(&dir.path().join(f))
+            .into_iter()
+            .map(|r| r.file)
+            .collect()
+    };
+    for (i, a) in shard_files.iter().enumerate() {
+        for b in &shard_files[i + 1..] {
+            assert!(files(a).is_disjoint(&files(b)), "{a} and {b} overlap");
+        }
+    }
+    // Merged (and with the gallery) they are the whole collection, one record per photo, the
+    // same records a single run writes.
+    let mut args = vec!["--merge"];
+    args.extend(shard_files.iter().map(String::as_str));
+    args.extend(["-o", "merged.jsonl", "--html", "merged.html"]);
+    let summary = ok(&run(TAG, &args, dir.path()));
+    ok(&run(TAG, &["photos", "-o", "single.jsonl"], dir.path()));
+    let sorted = |f: &str| {
+        let mut rows = read_jsonl(&dir.path().join(f));
+        rows.sort_by(|a, b| a.file.cmp(&b.file));
+        rows
+    };
+    let (merged, single) = (sorted("merged.jsonl"), sorted("single.jsonl"));
+    assert_eq!(merged, single);
+    assert_eq!(summary["records"].as_u64().unwrap() as usize, single.len());
+    assert!(
+        std::fs::read_to_string(dir.path().join("merged.html"))
+            .unwrap()
+            .contains("<html")
+    );
+    // Merging an output into itself with a newer shard: still one record per photo.
+    ok(&run(
+        TAG,
+        &[
+            "--merge",
+            "merged.jsonl",
+            "tags.0-of-3.jsonl",
+            "-o",
+            "merged.jsonl",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(sorted("merged.jsonl"), single);
+    // A name without a known extension is refused, naming the file.
+    std::fs::write(dir.path().join("tags.txt"), "").unwrap();
+    let bad = run(TAG, &["--merge", "tags.txt"], dir.path());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tags.txt"));
+}
+
 #[test]
 fn edited_photos_are_tagged_again_and_prune_drops_removed_ones() {
     let dir = tempfile::tempdir().unwrap();

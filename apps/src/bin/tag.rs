@@ -14,6 +14,7 @@ use serde_json::json;
 use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
 use tresnet_apps::gallery::{GalleryItem, write_gallery};
+use tresnet_apps::shard::Shard;
 use tresnet_apps::tag_records::{
     CSV_HEADER, Format, Label, PhotoStamp, TagRecord, append, done_by, latest_per_file,
     read_existing, rewrite, short_id,
@@ -41,7 +42,12 @@ tresnet_apps::use_mimalloc!();
 )]
 struct Cli {
     /// A folder of photos (searched recursively) or one photo.
-    photos: PathBuf,
+    #[arg(required_unless_present = "merge")]
+    photos: Option<PathBuf>,
+    /// Instead of tagging: combine these outputs (shards, earlier runs; format by extension)
+    /// into -o with one record per photo, the later file winning, and optionally --html.
+    #[arg(long, num_args = 1.., conflicts_with = "photos")]
+    merge: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelFlags,
     #[command(flatten)]
@@ -61,7 +67,9 @@ struct Cli {
     /// Also write keywords to an XMP sidecar next to each photo (merged into an existing one).
     #[arg(long)]
     xmp: bool,
-    /// Process only shard i of n (`i/n`, 0-based), splitting the sorted photo list.
+    /// Process only shard i of n (`i/n`, 0-based) of the sorted photo list, or `auto`: i and n
+    /// from a Slurm job array or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
+    /// TAG_SHARD_COUNT). Without -o the output is tags.<i>-of-<n>.<format>.
     #[arg(long)]
     shard: Option<String>,
     /// Drop the records of photos that no longer exist (off by default: a photo on an unmounted
@@ -88,15 +96,79 @@ fn main() {
     }
 }
 
-fn parse_shard(spec: &str) -> Result<(usize, usize)> {
-    let (i, n) = spec
-        .split_once('/')
-        .with_context(|| format!("--shard {spec}: expected i/n"))?;
-    let (i, n): (usize, usize) = (i.trim().parse()?, n.trim().parse()?);
-    if n == 0 || i >= n {
-        bail!("--shard {spec}: need 0 <= i < n");
+/// Writes the HTML gallery of `records` (one per photo) to `html`.
+#[allow(clippy::print_stderr)]
+fn gallery_of(records: &[&TagRecord], html: &Path, title: &str) -> Result<()> {
+    let failures: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| r.error.clone().map(|e| (r.file.clone(), e)))
+        .collect();
+    let items: Vec<GalleryItem> = records
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| GalleryItem {
+            file: r.file.clone(),
+            labels: r
+                .labels
+                .iter()
+                .map(|l| (l.label.clone(), l.score))
+                .collect(),
+        })
+        .collect();
+    write_gallery(html, title, &items, &failures)?;
+    eprintln!("tag: gallery written to {}", html.display());
+    Ok(())
+}
+
+/// The format an output's name says (`.jsonl`, `.csv`, `.json`).
+fn format_of(path: &Path) -> Result<Format> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl") => Ok(Format::Jsonl),
+        Some("csv") => Ok(Format::Csv),
+        Some("json") => Ok(Format::Json),
+        _ => bail!(
+            "{}: cannot tell the format from the name (.jsonl, .csv or .json)",
+            path.display()
+        ),
     }
-    Ok((i, n))
+}
+
+/// `--merge`: the records of every input (in order; for a photo in several, the later input's
+/// record wins) into one output with one record per photo, written atomically.
+fn merge(cli: &Cli) -> Result<()> {
+    let output = cli
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("tags.{}", cli.format.extension())));
+    let _lock = tresnet_io::OutputLock::acquire(&output)
+        .with_context(|| format!("cannot lock {}", output.display()))?;
+    let mut all = Vec::new();
+    let mut counts = Vec::new();
+    for input in &cli.merge {
+        let format = format_of(input)?;
+        if !input.is_file() {
+            bail!("--merge {}: no such file", input.display());
+        }
+        let records = read_existing(input, format)?;
+        counts.push(json!({"file": input, "records": records.len()}));
+        all.extend(records);
+    }
+    let merged = latest_per_file(all, same_file_key);
+    rewrite(&output, &merged, cli.format)?;
+    if let Some(html) = &cli.html {
+        let shown: Vec<&TagRecord> = merged.iter().collect();
+        gallery_of(&shown, html, &format!("Tags: {}", output.display()))?;
+    }
+    println!(
+        "{}",
+        json!({
+            "output": output,
+            "inputs": counts,
+            "records": merged.len(),
+            "unreadable": merged.iter().filter(|r| r.error.is_some()).count(),
+        })
+    );
+    Ok(())
 }
 
 /// One spelling per file: its canonical path when it exists, else the name as written.
@@ -150,10 +222,21 @@ impl LabelRule {
 fn run(cli: Cli) -> Result<()> {
     cli.runtime.init_threads()?;
     let format = cli.format;
-    let output = cli
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("tags.{}", format.extension())));
+    if !cli.merge.is_empty() {
+        return merge(&cli);
+    }
+    let shard = cli
+        .shard
+        .as_deref()
+        .map(|spec| Shard::parse(spec, |name| std::env::var(name).ok()))
+        .transpose()?;
+    let output = cli.output.clone().unwrap_or_else(|| {
+        PathBuf::from(match shard {
+            Some(s) => s.output_name(format.extension()),
+            None => format!("tags.{}", format.extension()),
+        })
+    });
+    let photos_root = cli.photos.clone().context("give PHOTOS or --merge")?;
     let overrides = &cli.preprocess;
     let bundle = load_bundle(&cli.model, &cli.runtime, overrides)?;
     if bundle.num_classes() == 0 {
@@ -163,16 +246,15 @@ fn run(cli: Cli) -> Result<()> {
     let names = bundle.class_names();
     let rule = LabelRule::new(&bundle, &cli);
 
-    let (mut photos, walk) = images_under(&cli.photos)?;
+    let (mut photos, walk) = images_under(&photos_root)?;
     // Every photo of the collection, whatever the shard (for --prune).
     let present: std::collections::HashSet<String> =
         photos.iter().map(|p| same_file_key(&p.name())).collect();
-    if let Some(spec) = &cli.shard {
-        let (i, n) = parse_shard(spec)?;
+    if let Some(shard) = shard {
         photos = photos
             .into_iter()
             .enumerate()
-            .filter(|(j, _)| j % n == i)
+            .filter(|(j, _)| shard.takes(*j))
             .map(|(_, p)| p)
             .collect();
     }
@@ -190,7 +272,7 @@ fn run(cli: Cli) -> Result<()> {
         .collect();
     eprintln!(
         "tag: {} with {} ({} photos to tag, {} already tagged, {} non-images ignored)",
-        cli.photos.display(),
+        photos_root.display(),
         bundle.source,
         todo.len(),
         done.len(),
@@ -293,30 +375,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     let mut shown: Vec<&TagRecord> = latest.into_values().collect();
     shown.sort_by(|a, b| a.file.cmp(&b.file));
-    let failures: Vec<(String, String)> = shown
-        .iter()
-        .filter_map(|r| r.error.clone().map(|e| (r.file.clone(), e)))
-        .collect();
     if let Some(html) = &cli.html {
-        let items: Vec<GalleryItem> = shown
-            .iter()
-            .filter(|r| r.error.is_none())
-            .map(|r| GalleryItem {
-                file: r.file.clone(),
-                labels: r
-                    .labels
-                    .iter()
-                    .map(|l| (l.label.clone(), l.score))
-                    .collect(),
-            })
-            .collect();
-        write_gallery(
-            html,
-            &format!("Tags: {}", cli.photos.display()),
-            &items,
-            &failures,
-        )?;
-        eprintln!("tag: gallery written to {}", html.display());
+        gallery_of(&shown, html, &format!("Tags: {}", photos_root.display()))?;
     }
     let tagged = new_records.iter().filter(|r| r.error.is_none()).count();
     let failed: Vec<&TagRecord> = new_records.iter().filter(|r| r.error.is_some()).collect();
