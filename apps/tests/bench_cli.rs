@@ -112,3 +112,28 @@ fn op_bench_lists_and_times_cases() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--dtype f16") && err.contains("f32"), "{err}");
 }
+
+#[test]
+fn op_bench_times_bf16_products_against_the_f32_kernel() {
+    let out = run(
+        env!("CARGO_BIN_EXE_op-bench"),
+        &[
+            "--dtype", "bf16", "-b", "1", "--warmup", "0", "--iters", "1",
+        ],
+    );
+    if !tresnet::native_cpu_bf16() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no native bf16"));
+        return;
+    }
+    let timed = stdout_json_lines(&out);
+    // Only the inference convolutions have bf16 products.
+    assert!(!timed.is_empty());
+    for case in &timed {
+        assert_eq!(case["op"], "conv_bias_leaky", "{case}");
+        assert_eq!(case["dtype"], "bf16");
+        for key in ["ours_gflops", "f32_gflops", "f32_ms"] {
+            assert!(case[key].as_f64().unwrap() > 0.0, "{key} in {case}");
+        }
+    }
+}

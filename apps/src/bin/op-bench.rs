@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use clap::Parser;
 use serde_json::json;
 use tresnet::layers::{
-    BatchNormTrain, BlurPool, RunningStats, add_relu, apply_activation, avg_pool_2x2_ceil,
-    channel_scale, conv2d, conv2d_bias_act, space_to_depth,
+    BatchNormTrain, Bf16ConvKernel, BlurPool, RunningStats, add_relu, apply_activation,
+    avg_pool_2x2_ceil, channel_scale, conv2d, conv2d_bias_act, space_to_depth,
 };
 use tresnet::layout::Activation;
 use tresnet_apps::cli::RuntimeFlags;
@@ -29,7 +29,9 @@ tresnet_apps::use_mimalloc!();
                   kernel and with candle's reference operations, after warm-up, and prints one \
                   JSON line per case with the median times in milliseconds. `--list` prints the \
                   cases only (what scripts/torch_op_bench.py reads). The CPU cases run in f32; \
-                  `--device cuda` runs the cases with a GPU kernel of their own, in --dtype."
+                  --dtype bf16 on the CPU times the inference convolutions with bf16 products \
+                  against our f32 kernel (AVX-512 BF16 CPUs); `--device cuda` runs the cases with \
+                  a GPU kernel of their own, in --dtype."
 )]
 struct Cli {
     #[command(flatten)]
@@ -206,6 +208,18 @@ fn describe(case: &Case, batch: usize) -> serde_json::Value {
         "name": case.name, "op": op, "n": batch, "c": c, "h": h, "w": w,
         "kernel": kernel, "out_channels": out_channels,
     })
+}
+
+/// Floating-point operations of a convolution case (2 per multiply-add), `None` for other cases.
+fn conv_flop(case: &Case, batch: usize) -> Option<f64> {
+    let (c, h, w) = case.chw;
+    match case.kind {
+        OpKind::ConvBiasAct {
+            kernel,
+            out_channels,
+        } => Some(2.0 * (batch * out_channels * c * kernel * kernel * h * w) as f64),
+        _ => None,
+    }
 }
 
 /// Inputs of one case, made once.
@@ -407,12 +421,19 @@ fn run(cli: Cli) -> Result<()> {
     }
     let device = cli.runtime.device()?;
     let dtype = cli.runtime.dtype();
-    if device.is_cpu() && dtype != DType::F32 {
+    // On the CPU, bf16 means bf16 products in the inference convolutions (f32 tensors); the
+    // reference is then our own f32 kernel.
+    let cpu_bf16 = device.is_cpu() && dtype == DType::BF16;
+    if cpu_bf16 && !tresnet::native_cpu_bf16() {
+        bail!("--dtype bf16: this CPU has no native bf16 (AVX-512 BF16)");
+    }
+    if device.is_cpu() && !matches!(dtype, DType::F32 | DType::BF16) {
         bail!(
-            "--dtype {}: the CPU kernels are f32 ones",
+            "--dtype {}: the CPU kernels are f32 ones (bf16: products only)",
             cli.runtime.dtype
         );
     }
+    let dtype = if cpu_bf16 { DType::F32 } else { dtype };
     let selected: Vec<Case> = cases()
         .into_iter()
         .filter(|c| {
@@ -420,8 +441,10 @@ fn run(cli: Cli) -> Result<()> {
                 .as_ref()
                 .is_none_or(|s| c.name.contains(s.as_str()))
         })
-        // Elsewhere than the CPU only the blur has a kernel of its own.
+        // Elsewhere than the CPU only the blur has a kernel of its own; CPU bf16 products only
+        // the inference convolutions.
         .filter(|c| device.is_cpu() || matches!(c.kind, OpKind::Blur))
+        .filter(|c| !cpu_bf16 || matches!(c.kind, OpKind::ConvBiasAct { .. }))
         .collect();
     if selected.is_empty() {
         bail!(
@@ -438,8 +461,21 @@ fn run(cli: Cli) -> Result<()> {
         let mut line = describe(case, cli.batch_size);
         if !cli.list {
             let i = inputs(case, cli.batch_size, &device, dtype)?;
-            let ours = time_ms(&device, cli.warmup, cli.iters, || run_ours(case, &i))?;
-            let candle = if cli.ours_only {
+            let ours = if cpu_bf16 {
+                let packed = Bf16ConvKernel::new(operand(&i.other)?)?
+                    .expect("native bf16 was checked above");
+                let padding = i.other.as_ref().map_or(0, |w| w.dims()[2] / 2);
+                time_ms(&device, cli.warmup, cli.iters, || {
+                    packed.conv2d_bias_act(&i.x, operand(&i.bias)?, padding, LEAKY)?;
+                    Ok(())
+                })?
+            } else {
+                time_ms(&device, cli.warmup, cli.iters, || run_ours(case, &i))?
+            };
+            let candle = if cpu_bf16 {
+                // The reference for bf16 products: our f32 kernel.
+                time_ms(&device, cli.warmup, cli.iters, || run_ours(case, &i))?
+            } else if cli.ours_only {
                 f64::NAN
             } else {
                 time_ms(&device, cli.warmup, cli.iters, || run_candle(case, &i))?
@@ -448,6 +484,14 @@ fn run(cli: Cli) -> Result<()> {
             line["dtype"] = json!(cli.runtime.dtype.name());
             line["ours_ms"] = json!(ours);
             line["candle_ms"] = json!(candle);
+            if let Some(flop) = conv_flop(case, cli.batch_size) {
+                // Achieved GFLOP/s of the convolution (2 per multiply-add).
+                line["ours_gflops"] = json!(flop / (ours * 1e6));
+                if cpu_bf16 {
+                    line["f32_ms"] = json!(candle);
+                    line["f32_gflops"] = json!(flop / (candle * 1e6));
+                }
+            }
             eprintln!(
                 "op-bench: {:<28} ours {ours:8.3} ms  candle {candle:8.3} ms",
                 case.name

@@ -6,9 +6,9 @@
 //! the same contract as bf16 hardware (bf16 storage, f32 accumulation). Everything else calls
 //! candle directly.
 
-use candle_core::{DType, Tensor};
-
 use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
 
 use crate::cpu_kernels::{Epilogue, PackedWeights};
 use crate::error::Result;
@@ -65,6 +65,52 @@ pub(crate) fn conv2d_bias_act_with(
     }
     let y = conv2d(x, kernel, padding, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
     super::apply_activation(&y, activation)
+}
+
+/// A convolution kernel `(O, I, k, k)` rounded to bf16 and packed for the CPU's bf16 products,
+/// as CPU networks built in bf16 keep their folded kernels.
+#[derive(Debug, Clone)]
+pub struct Bf16ConvKernel {
+    kernel: Tensor,
+    packed: Arc<PackedWeights>,
+}
+
+impl Bf16ConvKernel {
+    /// Packs `kernel` (f32 on the CPU); `None` on CPUs without native bf16
+    /// ([`crate::native_cpu_bf16`]).
+    pub fn new(kernel: &Tensor) -> Result<Option<Self>> {
+        if !crate::native_cpu_bf16() {
+            return Ok(None);
+        }
+        let (o, i, kh, kw) = kernel.dims4()?;
+        let data = kernel
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Some(Self {
+            kernel: kernel.to_dtype(DType::F32)?,
+            packed: Arc::new(PackedWeights::pack_rows(&data, o, i * kh * kw)),
+        }))
+    }
+
+    /// [`conv2d_bias_act`] with this kernel, multiplying bf16 operands with f32 sums:
+    /// `(N, I, H, W)` f32 → `(N, O, H, W)` f32.
+    pub fn conv2d_bias_act(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        padding: usize,
+        activation: Activation,
+    ) -> Result<Tensor> {
+        conv2d_bias_act_with(
+            x,
+            &self.kernel,
+            bias,
+            padding,
+            activation,
+            Some(&self.packed),
+        )
+    }
 }
 
 fn is_cpu_f32(t: &Tensor) -> bool {

@@ -15,7 +15,9 @@ pub use activation::apply_activation;
 pub use avg_pool_ceil::avg_pool_2x2_ceil;
 pub use batch_norm::{BatchNormStats, BatchNormTrain, RunningStats};
 pub use blur_pool::BlurPool;
-pub use compute::{add_relu, channel_scale, conv2d, conv2d_bias_act, fast_blur, matmul};
+pub use compute::{
+    Bf16ConvKernel, add_relu, channel_scale, conv2d, conv2d_bias_act, fast_blur, matmul,
+};
 pub use conv_norm_act::ConvNormAct;
 pub use global_pool::global_pool;
 pub use linear::Linear;
