@@ -147,7 +147,12 @@ fn pack_rhs(b: &MatRef<'_>, out: &mut Vec<u32>) {
     let panels = n.div_ceil(NR);
     out.clear();
     out.resize(panels * pairs * NR, 0);
-    let zeros = vec![0f32; n];
+    // The partner of an odd k's last row (allocated only then).
+    let zeros = if k % 2 == 1 {
+        vec![0f32; n]
+    } else {
+        Vec::new()
+    };
     for q in 0..pairs {
         let row0 = &b.data[b.offset + 2 * q * b.row_stride..][..n];
         let row1 = if 2 * q + 1 < k {
@@ -162,9 +167,9 @@ fn pack_rhs(b: &MatRef<'_>, out: &mut Vec<u32>) {
             let (lo, hi) = (&row0[first..first + width], &row1[first..first + width]);
             #[cfg(target_arch = "x86_64")]
             if width == NR {
+                #[allow(unsafe_code)]
                 // SAFETY: the CPU has the features (gemm_bf16 asserts it before packing);
                 // `lo`, `hi` and `dst` hold NR values each.
-                #[allow(unsafe_code)]
                 unsafe {
                     avx512::pair_32(lo, hi, dst)
                 };
@@ -433,8 +438,8 @@ mod tests {
                 col_stride: 1,
             };
             let packed = PackedWeights::pack(&lhs);
-            // SAFETY: `out` is this test's own buffer.
             #[allow(unsafe_code)]
+            // SAFETY: `out` is this test's own buffer.
             unsafe {
                 gemm_bf16(dst, &packed, 0, rhs)
             };

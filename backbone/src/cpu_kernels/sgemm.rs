@@ -115,32 +115,44 @@ pub unsafe fn product(dst: MatMut, left: Left<'_>, rhs: MatRef<'_>, threads: usi
     };
     assert_eq!(packed.rows(), dst.rows, "gemm: lhs rows");
     assert!(rhs.in_bounds() && dst.in_bounds(), "gemm: out of bounds");
-    let blocks = if threads > 1 && dst.rows >= 2 * ROW_BLOCK_ALIGN {
-        threads.min(dst.rows / ROW_BLOCK_ALIGN)
-    } else {
-        1
-    };
-    let per_block = dst.rows.div_ceil(blocks).next_multiple_of(ROW_BLOCK_ALIGN);
-    let whole = &dst;
-    let run = |b: usize| {
-        let dst = *whole;
-        let first = b * per_block;
-        let rows = per_block.min(dst.rows - first);
-        let block_dst = MatMut {
-            offset: dst.offset + first * dst.row_stride,
-            rows,
-            ..dst
-        };
+    let split = in_row_blocks(dst, threads, |block, first| {
         // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
-        unsafe { gemm_bf16(block_dst, packed, first, rhs) };
-    };
-    let count = dst.rows.div_ceil(per_block);
-    if count > 1 {
-        use rayon::prelude::*;
-        (0..count).into_par_iter().for_each(run);
-    } else {
-        (0..count).for_each(run);
+        unsafe { gemm_bf16(block, packed, first, rhs) };
+    });
+    if !split {
+        // SAFETY: the caller's exclusive region, whole.
+        unsafe { gemm_bf16(dst, packed, 0, rhs) };
     }
+}
+
+/// On the pool, splits `dst`'s rows (output channels) into one block per thread (whole multiples
+/// of [`ROW_BLOCK_ALIGN`] rows) and runs `block(rows, first_row)` on each: one fork-join per
+/// product instead of the gemm crate's finer-grained synchronisation, which left cores idle on
+/// the small maps of a batch of one. Returns `false`, running nothing, for one thread or too
+/// few rows.
+fn in_row_blocks(dst: MatMut, threads: usize, block: impl Fn(MatMut, usize) + Sync) -> bool {
+    if threads <= 1 || dst.rows < 2 * ROW_BLOCK_ALIGN {
+        return false;
+    }
+    let blocks = threads.min(dst.rows / ROW_BLOCK_ALIGN);
+    let per_block = dst.rows.div_ceil(blocks).next_multiple_of(ROW_BLOCK_ALIGN);
+    use rayon::prelude::*;
+    // Captured whole (a closure would otherwise capture the raw pointer field alone).
+    let whole = &dst;
+    (0..dst.rows.div_ceil(per_block))
+        .into_par_iter()
+        .for_each(|b| {
+            let dst = *whole;
+            let first = b * per_block;
+            let rows = per_block.min(dst.rows - first);
+            let block_dst = MatMut {
+                offset: dst.offset + first * dst.row_stride,
+                rows,
+                ..dst
+            };
+            block(block_dst, first);
+        });
+    true
 }
 
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`): `lhs` is `m × k`, `rhs` `k × n`,
@@ -166,34 +178,17 @@ pub unsafe fn sgemm(
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
-    // On the pool, split the rows (output channels) into one block per thread, each a
-    // single-threaded product: one fork-join per product instead of the gemm crate's
-    // finer-grained synchronisation, which left cores idle on the small maps of a batch of one.
-    if threads > 1 && dst.rows >= 2 * ROW_BLOCK_ALIGN {
-        let blocks = threads.min(dst.rows / ROW_BLOCK_ALIGN);
-        let per_block = dst.rows.div_ceil(blocks).next_multiple_of(ROW_BLOCK_ALIGN);
-        use rayon::prelude::*;
-        // Captured whole (a closure would otherwise capture the raw pointer field alone).
-        let whole = &dst;
-        (0..dst.rows.div_ceil(per_block))
-            .into_par_iter()
-            .for_each(|b| {
-                let dst = *whole;
-                let first = b * per_block;
-                let rows = per_block.min(dst.rows - first);
-                let block_dst = MatMut {
-                    offset: dst.offset + first * dst.row_stride,
-                    rows,
-                    ..dst
-                };
-                let block_lhs = MatRef {
-                    offset: lhs.offset + first * lhs.row_stride,
-                    rows,
-                    ..lhs
-                };
-                // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
-                unsafe { sgemm(block_dst, block_lhs, rhs, accumulate, 1) };
-            });
+    // Split across the pool by rows, each block a single-threaded product.
+    let split = in_row_blocks(dst, threads, |block, first| {
+        let block_lhs = MatRef {
+            offset: lhs.offset + first * lhs.row_stride,
+            rows: block.rows,
+            ..lhs
+        };
+        // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
+        unsafe { sgemm(block, block_lhs, rhs, accumulate, 1) };
+    });
+    if split {
         return;
     }
     let parallelism = if threads > 1 {
