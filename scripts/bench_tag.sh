@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # `tag` throughput on a folder of real photos (the test photos, copied COPIES times), split into
 # model time and time spent waiting for decoding, next to the same job in Python (PIL + DataLoader
-# + timm) in the same run. Random weights: speed only.
+# + timm) in the same run; then the same on camera-sized copies (4032x3024 JPEG q92, BIG_COPIES
+# of each test photo), where `tag` decodes JPEGs at a DCT scale (its default) and exactly
+# (--exact-decode). Random weights: speed only. Last, label agreement between the two decodes
+# with the embedded default model (calibrated thresholds) on the test photos and the big copies.
 #
-# Usage: scripts/bench_tag.sh            env: MODEL=tresnet_m SIZE=224 COPIES=20 BATCH=16
+# Usage: scripts/bench_tag.sh      env: MODEL=tresnet_m SIZE=224 COPIES=20 BIG_COPIES=8 BATCH=16
 #        PYTHON=<python with torch, timm, torchvision, safetensors> (default: .bench-venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${MODEL:-tresnet_m}
 size=${SIZE:-224}
 copies=${COPIES:-20}
+big_copies=${BIG_COPIES:-8}
 batch=${BATCH:-16}
 threads=$(nproc)
 if [ -z "${PYTHON:-}" ]; then
@@ -30,12 +34,45 @@ for i in $(seq 1 "$copies"); do
 done
 "$PYTHON" scripts/tag_bench_python.py bundle --model "$model" --size "$size" --bundle "$work/bundle"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$threads, $model @$size squish, batch $batch, $(ls "$work/photos" | wc -l) photos"
+report() {
+  "$PYTHON" - "$@" <<'PY'
+import json, sys
+runs = [(sys.argv[i], json.loads(sys.argv[i + 1])) for i in range(1, len(sys.argv), 2)]
+for name, r in runs:
+    print(f"{name:22s} {r['tagged'] / r['seconds']:7.1f} img/s  total {r['seconds']:6.2f} s  model {r['model_seconds']:6.2f} s  waiting for decode {r['decode_wait_seconds']:5.2f} s")
+rate = lambda r: r["tagged"] / r["seconds"]
+python = runs[-1][1]
+for name, r in runs[:-1]:
+    print(f"ratio {name} / python: {rate(r) / rate(python):.2f}x")
+PY
+}
 ours=$(target/release/tag "$work/photos" --weights "$work/bundle" -b "$batch" -o "$work/tags.jsonl" 2>/dev/null)
 theirs=$("$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/photos" --batch-size "$batch" --threads "$threads")
-"$PYTHON" - "$ours" "$theirs" <<'PY'
+report "ours (tag)" "$ours" "python (PIL+timm)" "$theirs"
+
+names="astronaut.jpg chelsea.png rocket_exif_rot90.jpg hubble_deep_field_cmyk.jpg camera_gray.png logo_rgba.webp"
+"$PYTHON" scripts/tag_bench_python.py enlarge --photos tests/fixtures/photos --out "$work/big" --copies "$big_copies" --names $names
+echo "# 12 MP: $(ls "$work/big" | wc -l) JPEGs of 4032x3024 / 3024x4032, $(du -sm "$work/big" | cut -f1) MB"
+scaled=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_scaled.jsonl" 2>/dev/null)
+exact=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_exact.jsonl" --exact-decode 2>/dev/null)
+theirs=$("$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/big" --batch-size "$batch" --threads "$threads")
+report "ours (tag)" "$scaled" "ours --exact-decode" "$exact" "python (PIL+timm)" "$theirs"
+
+echo "# label agreement, DCT-scaled vs exact decode, embedded default model"
+cp -r tests/fixtures/photos "$work/test_photos"
+for folder in test_photos big; do
+  target/release/tag "$work/$folder" -o "$work/agree_scaled_$folder.jsonl" >/dev/null 2>&1
+  target/release/tag "$work/$folder" -o "$work/agree_exact_$folder.jsonl" --exact-decode >/dev/null 2>&1
+  "$PYTHON" - "$folder" "$work/agree_exact_$folder.jsonl" "$work/agree_scaled_$folder.jsonl" <<'PY'
 import json, sys
-o, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-for name, r in (("ours (tag)", o), ("python (PIL+timm)", t)):
-    print(f"{name:18s} {r['tagged'] / r['seconds']:7.1f} img/s  total {r['seconds']:6.2f} s  model {r['model_seconds']:6.2f} s  waiting for decode {r['decode_wait_seconds']:5.2f} s")
-print(f"ratio ours/python: {(o['tagged'] / o['seconds']) / (t['tagged'] / t['seconds']):.2f}x")
+read = lambda p: {r["file"]: r for r in map(json.loads, open(p))}
+exact, scaled = read(sys.argv[2]), read(sys.argv[3])
+names = lambda r: sorted(l["label"] for l in r["labels"])
+ok = [f for f in exact if exact[f].get("error") is None]
+same = [f for f in ok if names(exact[f]) == names(scaled[f])]
+change = max((abs(a["score"] - b["score"]) for f in ok for a in exact[f]["labels"] for b in scaled[f]["labels"] if a["label"] == b["label"]), default=0.0)
+print(f"{sys.argv[1]:12s} same labels on {len(same)}/{len(ok)} readable photos ({100 * len(same) / max(len(ok), 1):.1f} %), largest score change {change:.4f}")
+for f in sorted(set(ok) - set(same)):
+    print(f"  differs: {f}: {names(exact[f])} -> {names(scaled[f])}")
 PY
+done

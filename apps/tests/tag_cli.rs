@@ -243,6 +243,24 @@ fn formats_agree_labels_match_ground_truth_and_bad_photos_are_reported() {
     assert_eq!(jsonl, csv);
     assert_eq!(jsonl, json);
 
+    // --exact-decode (every JPEG pixel, as the evaluation apps decode) names the same labels as
+    // the default DCT-scaled decode, photo for photo, and fails on the same files.
+    ok(&run(
+        TAG,
+        &["photos", "--exact-decode", "-o", "exact.jsonl"],
+        dir.path(),
+    ));
+    let exact_decode = sorted(read_jsonl(&dir.path().join("exact.jsonl")));
+    let label_sets = |rows: &[Row]| -> Vec<(String, BTreeSet<String>, bool)> {
+        rows.iter()
+            .map(|r| {
+                let labels = r.labels.iter().cloned().collect();
+                (r.file.clone(), labels, r.error.is_some())
+            })
+            .collect()
+    };
+    assert_eq!(label_sets(&exact_decode), label_sets(&jsonl));
+
     // Broken files: a record with the reason, in the summary too, and the run still succeeded.
     let bad: BTreeSet<String> = jsonl
         .iter()

@@ -33,9 +33,28 @@ impl Default for DecodeLimits {
 /// content, not the extension) into an upright RGB8 image: EXIF orientation applied; grayscale,
 /// palette, alpha (dropped, as PIL's `convert('RGB')`), 16-bit and CMYK converted to RGB8.
 pub fn decode_rgb8(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
+    decode_rgb8_bytes(&read_image_file(path, limits)?, path, limits)
+}
+
+/// How much of an image to decode.
+/// Named `exact` and `reduced` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum DecodeMode {
+    /// Every pixel, as Pillow decodes it (evaluation: published numbers reproduce).
+    #[default]
+    Exact,
+    /// JPEGs at the coarsest DCT scale that still covers the model's resize (see
+    /// [`crate::decode_rgb8_for_model`]); other formats exactly.
+    #[cfg_attr(feature = "clap", value(name = "reduced"))]
+    ReducedForModel,
+}
+
+/// The bytes of the image file at `path`, read through the size limit.
+pub(crate) fn read_image_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
     // Regular files only (a FIFO or a device named as a photo is refused, not read for ever),
     // read through the size limit.
-    let bytes = tresnet_io::read_limited(path, limits.max_file_bytes).map_err(|source| {
+    tresnet_io::read_limited(path, limits.max_file_bytes).map_err(|source| {
         if source.kind() == std::io::ErrorKind::InvalidData {
             DataError::TooLarge {
                 path: path.to_path_buf(),
@@ -47,8 +66,7 @@ pub fn decode_rgb8(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
                 source,
             }
         }
-    })?;
-    decode_rgb8_bytes(&bytes, path, limits)
+    })
 }
 
 /// [`decode_rgb8`] on bytes already in memory; `path` is used in messages only.
@@ -68,12 +86,8 @@ pub fn decode_rgb8_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Re
             "not an image in a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF)".into(),
         ));
     }
-    // The JPEG decoder fills a cut-off scan with grey instead of failing; PIL refuses such files
-    // ("image file is truncated"), and so do we.
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_scan_is_terminated(bytes) {
-        return Err(fail(
-            "truncated JPEG: the data ends before the end-of-image marker".into(),
-        ));
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        refuse_truncated_jpeg(bytes, path)?;
     }
     // PNG's decoder reads up to the first image data before it reports a size, so check the
     // header's declared size first: a bomb is refused before any of its data is touched.
@@ -122,18 +136,45 @@ fn to_rgb8_like_pillow(image: DynamicImage) -> RgbImage {
     }
 }
 
+/// JPEG decoders fill a cut-off scan with grey instead of failing; PIL refuses such files
+/// ("image file is truncated"), and so do we.
+pub(crate) fn refuse_truncated_jpeg(bytes: &[u8], path: &Path) -> Result<()> {
+    if jpeg_scan_is_terminated(bytes) {
+        Ok(())
+    } else {
+        Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG: the data ends before the end-of-image marker".into(),
+        })
+    }
+}
+
 /// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`).
 /// Entropy-coded data never holds `FF` followed by a marker byte other than restart markers, so a
 /// file cut inside its last scan has no `FF D9` after that scan's header.
 fn jpeg_scan_is_terminated(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+    // Equivalently: the last `FF D9` lies after the last `FF DA`. Searching backwards from the end
+    // finds the end-of-image marker in the last few bytes of an intact file, so only the tail is
+    // read, not the megabytes of scan data.
+    match last_marker(bytes, 0xD9) {
+        Some(end) => last_marker(&bytes[end..], 0xDA).is_none(),
         None => false,
     }
 }
 
-fn check_pixels(width: u32, height: u32, path: &Path, limits: &DecodeLimits) -> Result<()> {
+/// Offset of the last `FF <second>` pair in `bytes`.
+fn last_marker(bytes: &[u8], second: u8) -> Option<usize> {
+    memchr::memrchr_iter(second, bytes)
+        .find(|&at| at > 0 && bytes[at - 1] == 0xFF)
+        .map(|at| at - 1)
+}
+
+pub(crate) fn check_pixels(
+    width: u32,
+    height: u32,
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<()> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(DataError::TooLarge {

@@ -12,24 +12,10 @@ use crate::preprocess_config::{Interpolation, PreprocessConfig, ResizeMode};
 /// input size: `(H₀, W₀)` RGB8 → `(height, width)` RGB8.
 pub fn resize_for_model(image: &RgbImage, cfg: &PreprocessConfig) -> Result<RgbImage> {
     let (w0, h0) = image.dimensions();
-    let (w0, h0) = (w0 as usize, h0 as usize);
+    let (rw, rh) = resize_target(cfg, (w0 as usize, h0 as usize));
     match cfg.resize_mode {
-        ResizeMode::Squish => resize(image, cfg.width, cfg.height, cfg.interpolation),
+        ResizeMode::Squish => resize(image, rw, rh, cfg.interpolation),
         ResizeMode::CenterCrop => {
-            // timm: scale size ⌊size / crop_pct⌋; one number resizes the shorter side
-            // (torchvision: long side = int(short_target · long / short)), two numbers are exact.
-            let scale_h = (cfg.height as f64 / cfg.crop_pct).floor() as usize;
-            let scale_w = (cfg.width as f64 / cfg.crop_pct).floor() as usize;
-            let (rw, rh) = if scale_h == scale_w {
-                if w0 <= h0 {
-                    (scale_w, (scale_w as f64 * h0 as f64 / w0 as f64) as usize)
-                } else {
-                    ((scale_h as f64 * w0 as f64 / h0 as f64) as usize, scale_h)
-                }
-            } else {
-                (scale_w, scale_h)
-            };
-            let (rw, rh) = (rw.max(1), rh.max(1));
             // Ordinary photos: the whole resized image, then the crop, exactly as Pillow +
             // torchvision compute it (published numbers reproduce bit for bit). Only an aspect
             // ratio that would make the intermediate far larger than the crop goes through the
@@ -41,6 +27,36 @@ pub fn resize_for_model(image: &RgbImage, cfg: &PreprocessConfig) -> Result<RgbI
             } else {
                 center_crop_of_resized(image, (rw, rh), cfg)
             }
+        }
+    }
+}
+
+/// The `(width, height)` an image of `(w0, h0)` pixels is resized to before any crop: the input
+/// size when squishing; timm's scale size when centre cropping.
+pub(crate) fn resize_target(cfg: &PreprocessConfig, (w0, h0): (usize, usize)) -> (usize, usize) {
+    match cfg.resize_mode {
+        ResizeMode::Squish => (cfg.width, cfg.height),
+        ResizeMode::CenterCrop => {
+            // timm: scale size ⌊size / crop_pct⌋; one number resizes the shorter side
+            // (torchvision: long side = int(short_target · long / short)), two numbers are exact.
+            let scale_h = (cfg.height as f64 / cfg.crop_pct).floor() as usize;
+            let scale_w = (cfg.width as f64 / cfg.crop_pct).floor() as usize;
+            let (rw, rh) = if scale_h == scale_w {
+                if w0 <= h0 {
+                    (
+                        scale_w,
+                        (scale_w as f64 * h0 as f64 / w0.max(1) as f64) as usize,
+                    )
+                } else {
+                    (
+                        (scale_h as f64 * w0 as f64 / h0.max(1) as f64) as usize,
+                        scale_h,
+                    )
+                }
+            } else {
+                (scale_w, scale_h)
+            };
+            (rw.max(1), rh.max(1))
         }
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 
-use crate::decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
+use crate::decode::{DecodeLimits, DecodeMode, decode_rgb8, decode_rgb8_bytes, read_image_file};
 use crate::error::Result;
 use crate::eval_transform::preprocess;
 use crate::loader::Dataset;
 use crate::preprocess_config::PreprocessConfig;
+use crate::scaled_jpeg::decode_rgb8_for_model;
 use crate::train_transform::TrainTransform;
 
 /// Where an image comes from.
@@ -40,6 +41,25 @@ impl ImageSource {
         match self {
             ImageSource::File(path) => decode_rgb8(path, limits),
             ImageSource::Bytes { name, bytes } => decode_rgb8_bytes(bytes, Path::new(name), limits),
+        }
+    }
+
+    /// Decodes the image for a model whose evaluation preprocessing is `cfg`: exactly, or (in
+    /// [`DecodeMode::ReducedForModel`]) no larger than `cfg`'s resize needs.
+    pub fn decode_for(
+        &self,
+        limits: &DecodeLimits,
+        mode: DecodeMode,
+        cfg: &PreprocessConfig,
+    ) -> Result<image::RgbImage> {
+        match (mode, self) {
+            (DecodeMode::Exact, _) => self.decode(limits),
+            (DecodeMode::ReducedForModel, ImageSource::File(path)) => {
+                decode_rgb8_for_model(&read_image_file(path, limits)?, path, limits, cfg)
+            }
+            (DecodeMode::ReducedForModel, ImageSource::Bytes { name, bytes }) => {
+                decode_rgb8_for_model(bytes, Path::new(name), limits, cfg)
+            }
         }
     }
 }
@@ -73,6 +93,9 @@ pub struct ImageListDataset<T> {
     pub transform: ImageTransform,
     /// Decoding limits.
     pub limits: DecodeLimits,
+    /// Exact or model-sized decoding (the latter applies to [`ImageTransform::Eval`] only;
+    /// training crops need every pixel).
+    pub decode: DecodeMode,
 }
 
 impl<T: Clone + Send + Sync + 'static> Dataset for ImageListDataset<T> {
@@ -84,10 +107,11 @@ impl<T: Clone + Send + Sync + 'static> Dataset for ImageListDataset<T> {
 
     fn get(&self, index: usize, rng: &mut StdRng) -> Result<Self::Item> {
         let (source, target) = &self.items[index];
-        let image = source.decode(&self.limits)?;
         let floats = match &self.transform {
-            ImageTransform::Eval(cfg) => preprocess(&image, cfg)?,
-            ImageTransform::Train(t) => t.apply(&image, rng)?,
+            ImageTransform::Eval(cfg) => {
+                preprocess(&source.decode_for(&self.limits, self.decode, cfg)?, cfg)?
+            }
+            ImageTransform::Train(t) => t.apply(&source.decode(&self.limits)?, rng)?,
         };
         Ok((floats, target.clone()))
     }

@@ -21,11 +21,12 @@ mod photo_walk;
 mod preprocess_config;
 mod rand_augment;
 mod safe_path;
+mod scaled_jpeg;
 mod synthetic;
 mod train_transform;
 
 pub use box_transform::{BoxXyxy, Placement, hflip_with_boxes, letterbox, squish};
-pub use decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
+pub use decode::{DecodeLimits, DecodeMode, decode_rgb8, decode_rgb8_bytes};
 pub use detection_dataset::{
     CanvasFit, DetectionDataset, DetectionSample, DetectionTransform, LabelledBox,
 };
@@ -38,6 +39,7 @@ pub use photo_walk::{IMAGE_EXTENSIONS, PhotoWalk, has_image_extension, walk_phot
 pub use preprocess_config::{Interpolation, PreprocessConfig, ResizeMode};
 pub use rand_augment::{AugmentOp, RAND_AUGMENT_OPS, RandAugment, apply_op};
 pub use safe_path::join_inside;
+pub use scaled_jpeg::decode_rgb8_for_model;
 pub use synthetic::{
     SHAPES, Shape, SyntheticCoco, SyntheticConfig, SyntheticFormat, SyntheticObject, render_scene,
     write_synthetic_coco, write_synthetic_image_folder,

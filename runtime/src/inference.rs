@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use tresnet_data::{
-    Dataset, DecodeLimits, ImageListDataset, ImageSource, ImageTransform, Loader, LoaderOptions,
+    Dataset, DecodeLimits, DecodeMode, ImageListDataset, ImageSource, ImageTransform, Loader,
+    LoaderOptions,
 };
 
 use crate::model_bundle::ModelBundle;
@@ -30,6 +31,8 @@ pub struct InferenceOptions {
     pub workers: usize,
     /// Decoding limits.
     pub limits: DecodeLimits,
+    /// Exact (Pillow's pixels; the default) or model-sized JPEG decoding.
+    pub decode: DecodeMode,
     /// Label of the progress line (none when quiet).
     pub progress: Option<String>,
 }
@@ -42,6 +45,7 @@ impl InferenceOptions {
             batch_size,
             workers,
             limits: DecodeLimits::default(),
+            decode: DecodeMode::Exact,
             progress: Some(label.to_string()),
         }
     }
@@ -118,6 +122,7 @@ pub fn run_over_images(
         items: sources.into_iter().map(|s| (s, ())).collect(),
         transform: ImageTransform::Eval(bundle.preprocess.clone()),
         limits: options.limits,
+        decode: options.decode,
     });
     timed_pass(
         dataset,

@@ -313,6 +313,7 @@ pub fn dataset(
         items: items.to_vec(),
         transform,
         limits: DecodeLimits::default(),
+        decode: tresnet_data::DecodeMode::Exact,
     })
 }
 

@@ -13,8 +13,8 @@ use clap::Parser;
 use serde_json::json;
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{
-    DecodeLimits, ImageListDataset, ImageTransform, Loader, LoaderOptions, PreprocessConfig,
-    ResizeMode, stack_batch,
+    DecodeLimits, DecodeMode, ImageListDataset, ImageTransform, Loader, LoaderOptions,
+    PreprocessConfig, ResizeMode, stack_batch,
 };
 use tresnet_runtime::image_inputs::images_under;
 
@@ -43,6 +43,10 @@ struct Cli {
     /// Images per batch.
     #[arg(short = 'b', long, default_value_t = 32)]
     batch_size: usize,
+    /// Decode every pixel (`exact`, as the evaluation apps do) or JPEGs at the coarsest DCT
+    /// scale that covers the input size (`reduced`, `tag`'s default).
+    #[arg(long, value_enum, default_value_t = DecodeMode::Exact)]
+    decode: DecodeMode,
     /// Passes over the folder (the first one warms the file cache and is not timed).
     #[arg(long, default_value_t = 2)]
     passes: usize,
@@ -81,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
         items: sources.into_iter().map(|s| (s, ())).collect(),
         transform: ImageTransform::Eval(cfg.clone()),
         limits: DecodeLimits::default(),
+        decode: cli.decode,
     });
     let options = LoaderOptions {
         batch_size: cli.batch_size,
@@ -105,7 +110,7 @@ fn run(cli: Cli) -> Result<()> {
     println!(
         "{}",
         json!({"task": "images", "images": dataset.items.len(), "input_size": cli.input_size, "resize": cli.resize.name(),
-               "workers": cli.workers, "img_per_sec": best})
+               "workers": cli.workers, "decode": format!("{:?}", cli.decode), "img_per_sec": best})
     );
     Ok(())
 }

@@ -168,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Vec<(ImageSource, ())>>(),
             transform: ImageTransform::Eval(bundle.preprocess.clone()),
             limits,
+            decode: tresnet_data::DecodeMode::Exact,
         };
         let names: Vec<String> = dataset.items.iter().map(|(s, _)| s.name()).collect();
         let options = LoaderOptions {
@@ -178,20 +179,28 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or(LoaderOptions::default().workers),
             ..LoaderOptions::default()
         };
+        let mut progress = tresnet_runtime::Progress::new(
+            "embed",
+            names.len().div_ceil(options.batch_size.max(1)),
+            false,
+        );
         // Workers decode the next batches while the model runs on this one.
         for batch in Loader::new(std::sync::Arc::new(dataset), &options)? {
             let batch = batch?;
+            let images = batch.items.len();
             for (index, err) in &batch.skipped {
                 eprintln!("embed: skipped: {err}");
                 skipped.push(json!({"file": names[*index], "error": err.to_string()}));
             }
             if batch.items.is_empty() {
+                progress.step(0, "");
                 continue;
             }
             files.extend(batch.items.iter().map(|(i, _)| names[*i].clone()));
             let floats: Vec<Vec<f32>> = batch.items.into_iter().map(|(_, (f, ()))| f).collect();
             let tensor = tresnet_data::stack_batch(&floats, &bundle.preprocess, &Device::Cpu)?;
             collected.push(&bundle, &tensor)?;
+            progress.step(images, "");
         }
         if files.is_empty() {
             bail!("no image could be read ({} skipped)", skipped.len());
