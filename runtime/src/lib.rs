@@ -17,6 +17,7 @@ pub mod model_bundle;
 pub mod progress;
 pub mod safetensors_output;
 pub mod task_kind;
+pub mod timm_export;
 
 pub use bundle_config::{BundleConfig, BundleSettings, HeadName};
 pub use detector::Detector;
