@@ -14,4 +14,5 @@ pub mod multilabel_report;
 pub mod plots;
 pub mod shard;
 pub mod tag_records;
+pub mod xmp_document;
 pub mod xmp_sidecar;

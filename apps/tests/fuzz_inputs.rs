@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use common::fixtures;
 use tresnet_apps::tag_records::{Format, read_existing};
-use tresnet_apps::xmp_sidecar::{merge_keywords, new_document};
+use tresnet_apps::xmp_sidecar::{TaggerKeywords, merge_keywords, new_document};
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{DecodeLimits, PreprocessConfig, decode_rgb8_bytes, resize_for_model};
 use tresnet_heads::predictions::ScoreFile;
@@ -305,13 +305,21 @@ fn image_decoding_and_resizing() {
 #[test]
 fn xmp_merging() {
     let corpus: Vec<Vec<u8>> = [
-        new_document(&["cat".into(), "R&D <lab>".into()]),
+        new_document(&TaggerKeywords {
+            root: "auto".into(),
+            model: "m".into(),
+            labels: vec!["cat".into(), "R&D <lab>".into()],
+        }),
         r#"<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4"><dc:subject><rdf:Seq><rdf:li>holiday</rdf:li><rdf:li>grandma &amp; me</rdf:li></rdf:Seq></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>"#.to_string(),
     ]
     .into_iter()
     .map(String::into_bytes)
     .collect();
-    let keywords = vec!["dog".to_string(), "a;b:c".to_string()];
+    let keywords = TaggerKeywords {
+        root: "auto".into(),
+        model: "other".into(),
+        labels: vec!["dog".to_string(), "a;b:c".to_string()],
+    };
     fuzz("xmp", &corpus, |bytes| {
         if let Ok(text) = std::str::from_utf8(bytes) {
             let _ = merge_keywords(text, &keywords);

@@ -19,7 +19,7 @@ use tresnet_apps::tag_records::{
     CSV_HEADER, Format, Label, PhotoStamp, TagRecord, append, done_by, latest_per_file,
     read_existing, rewrite, short_id,
 };
-use tresnet_apps::xmp_sidecar::write_sidecar;
+use tresnet_apps::xmp_sidecar::{SidecarNaming, TaggerKeywords, write_sidecar};
 use tresnet_data::{DecodeMode, ImageSource};
 use tresnet_heads::metrics::top_k;
 use tresnet_runtime::ModelBundle;
@@ -64,9 +64,18 @@ struct Cli {
     /// Keep at most this many labels per photo (single-label default: 5).
     #[arg(long)]
     top_k: Option<usize>,
-    /// Also write keywords to an XMP sidecar next to each photo (merged into an existing one).
+    /// Also write keywords to an XMP sidecar next to each photo: `dc:subject`, plus
+    /// `lr:hierarchicalSubject` entries `<root>|<model>|<label>` that record what the tagger
+    /// added, so a re-run with another model replaces its own keywords and never the user's.
     #[arg(long)]
     xmp: bool,
+    /// Sidecar name: `append` (photo.jpg.xmp: darktable, digiKam) or `replace` (photo.xmp:
+    /// Lightroom, Capture One).
+    #[arg(long, value_enum, default_value_t = SidecarNaming::Append)]
+    xmp_naming: SidecarNaming,
+    /// Root of the hierarchical keywords the tagger writes.
+    #[arg(long, default_value = "auto")]
+    xmp_root: String,
     /// Process only shard i of n (`i/n`, 0-based) of the sorted photo list, or `auto`: i and n
     /// from a Slurm job array or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
     /// TAG_SHARD_COUNT). Without -o the output is tags.<i>-of-<n>.<format>.
@@ -248,6 +257,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("the model has no classifier to tag with");
     }
     let model_id = short_id(&bundle.identity());
+    let model_name = model_display_name(&bundle.source);
     let names = bundle.class_names();
     let rule = LabelRule::new(&bundle, &cli);
 
@@ -347,8 +357,12 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .filter(|r| r.error.is_none() && !r.labels.is_empty())
             {
-                let keywords: Vec<String> = r.labels.iter().map(|l| l.label.clone()).collect();
-                if let Err(e) = write_sidecar(Path::new(&r.file), &keywords) {
+                let keywords = TaggerKeywords {
+                    root: cli.xmp_root.clone(),
+                    model: model_name.clone(),
+                    labels: r.labels.iter().map(|l| l.label.clone()).collect(),
+                };
+                if let Err(e) = write_sidecar(Path::new(&r.file), cli.xmp_naming, &keywords) {
                     sidecar_failures.push(format!("{e:#}"));
                 }
             }
@@ -428,4 +442,19 @@ fn run(cli: Cli) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// A readable name for the model in keyword trees: a bundle's directory name, a file's stem,
+/// the embedded model's name.
+fn model_display_name(source: &str) -> String {
+    if let Some(name) = source.strip_prefix("embedded:") {
+        return name.to_string();
+    }
+    let path = Path::new(source);
+    let named = if path.file_name().is_some_and(|n| n == "model.safetensors") {
+        path.parent().and_then(Path::file_name)
+    } else {
+        path.file_stem()
+    };
+    named.map_or_else(|| source.to_string(), |n| n.to_string_lossy().into_owned())
 }
