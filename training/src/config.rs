@@ -96,6 +96,11 @@ pub struct TrainConfig {
     pub canvas_fit: tresnet_data::CanvasFit,
     /// `f32`, or mixed precision: `f16-mixed` (with dynamic loss scaling) or `bf16-mixed`.
     pub precision: Precision,
+    /// Preprocessing as timm's `pretrained_cfg` (`interpolation`, `crop_mode`, `crop_pct`,
+    /// `mean`, `std`): what the run trains, validates and exports with, at `input_size`.
+    /// `finetune` takes it from the starting weights when the recipe has none; absent, the
+    /// task's default (timm's ImageNet evaluation, or the multi-label squish).
+    pub pretrained_cfg: Option<serde_json::Value>,
 }
 
 impl Default for TrainConfig {
@@ -125,11 +130,21 @@ impl Default for TrainConfig {
             detector: None,
             canvas_fit: tresnet_data::CanvasFit::Squish,
             precision: Precision::F32,
+            pretrained_cfg: None,
         }
     }
 }
 
 impl TrainConfig {
+    /// The top-level keys a TOML recipe sets (to tell a recipe's value from a default).
+    pub fn keys_in_toml_file(path: &std::path::Path) -> Result<Vec<String>> {
+        let text = tresnet_io::read_text_limited(path, 1 << 20)
+            .with_context(|| format!("reading recipe {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+        Ok(table.keys().cloned().collect())
+    }
+
     /// Reads a TOML recipe (missing keys keep their defaults; unknown keys are errors).
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
         let text = tresnet_io::read_text_limited(path, 1 << 20)
@@ -200,6 +215,10 @@ impl TrainConfig {
                 &format!("in {}..=4096", tresnet::MIN_INPUT_SIDE),
                 &self.input_size,
             ));
+        }
+        if let Some(cfg) = &self.pretrained_cfg {
+            tresnet_data::PreprocessConfig::from_pretrained_cfg(cfg)
+                .map_err(|e| anyhow::anyhow!("training setting `pretrained_cfg`: {e}"))?;
         }
         if self.freeze_stages > 5 {
             return Err(bad("freeze_stages", "at most 5", &self.freeze_stages));

@@ -280,6 +280,19 @@ pub fn eval_preprocess(task: TaskKind, size: usize) -> PreprocessConfig {
     }
 }
 
+/// The evaluation preprocessing of a run: its `pretrained_cfg` when it has one (checked by
+/// [`TrainConfig::validate`]), else the task's default, at the run's `input_size`.
+pub fn run_preprocess(task: TaskKind, config: &TrainConfig) -> PreprocessConfig {
+    config
+        .pretrained_cfg
+        .as_ref()
+        .and_then(|cfg| PreprocessConfig::from_pretrained_cfg(cfg).ok())
+        .map_or_else(
+            || eval_preprocess(task, config.input_size),
+            |p| p.with_input_size(config.input_size),
+        )
+}
+
 /// The training transform of a run.
 pub fn train_transform(task: TaskKind, config: &TrainConfig) -> ImageTransform {
     let size = config.input_size;
@@ -287,6 +300,14 @@ pub fn train_transform(task: TaskKind, config: &TrainConfig) -> ImageTransform {
         TaskKind::SingleLabel => TrainTransform::imagenet(size),
         TaskKind::MultiLabel | TaskKind::Detection => TrainTransform::multilabel(size),
     };
+    if config.pretrained_cfg.is_some() {
+        // Interpolation and normalisation as the weights were trained; the crop policy stays
+        // the task's.
+        let run = run_preprocess(task, config);
+        t.output.interpolation = run.interpolation;
+        t.output.mean = run.mean;
+        t.output.std = run.std;
+    }
     match config.augment {
         Augment::Full => ImageTransform::Train(t),
         Augment::Light => {
@@ -300,7 +321,7 @@ pub fn train_transform(task: TaskKind, config: &TrainConfig) -> ImageTransform {
             }
             ImageTransform::Train(t)
         }
-        Augment::None => ImageTransform::Eval(eval_preprocess(task, size)),
+        Augment::None => ImageTransform::Eval(run_preprocess(task, config)),
     }
 }
 

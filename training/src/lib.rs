@@ -26,7 +26,8 @@ pub use checkpoint::{
 };
 pub use config::{Augment, MultiLabelLoss, TrainConfig};
 pub use data::{
-    DetectionTarget, Target, TrainingData, eval_preprocess, load_recipe, train_transform,
+    DetectionTarget, Target, TrainingData, eval_preprocess, load_recipe, run_preprocess,
+    train_transform,
 };
 pub use detection_data::{
     DetectionTrainingSet, detection_items, detection_transform, write_ground_truth,

@@ -11,7 +11,7 @@ use tresnet_data::{BadItemPolicy, LoaderOptions};
 use tresnet_runtime::Progress;
 
 use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState};
-use crate::data::{TrainingData, eval_preprocess};
+use crate::data::{TrainingData, run_preprocess};
 use crate::trainer::{StepOutcome, Trainer, best_dir};
 use crate::training_set::TrainingSet;
 use crate::validation::collate;
@@ -76,7 +76,7 @@ pub fn train_with(
         None => Trainer::new(def.clone(), &run.init, batches_per_epoch, &run.device)?,
     };
     let set = TrainingSet::new(def.task, &run.data.train, cfg);
-    let input = eval_preprocess(def.task, cfg.input_size);
+    let input = run_preprocess(def.task, cfg);
     let outcome = |trainer: &Trainer, stopped_early: bool| -> Result<TrainOutcome> {
         Ok(TrainOutcome {
             history: trainer.state().history.clone(),

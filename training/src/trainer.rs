@@ -16,7 +16,7 @@ use tresnet_runtime::TaskKind;
 use tresnet_runtime::model_bundle::{BundleInfo, write_bundle};
 
 use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState, save_checkpoint};
-use crate::data::{Target, TrainingData, eval_preprocess};
+use crate::data::{Target, TrainingData, run_preprocess};
 use crate::ema::Ema;
 use crate::loss_scale::{LossScaler, ScaledStep};
 use crate::optimizer::{Optimizer, named_gradients};
@@ -427,7 +427,7 @@ impl Trainer {
                     config: def.model.clone(),
                     task: def.task,
                     class_names: data.class_names.clone(),
-                    preprocess: eval_preprocess(def.task, cfg.input_size),
+                    preprocess: run_preprocess(def.task, cfg),
                     thresholds,
                     detector: cfg.detector.clone(),
                     canvas_fit: cfg.canvas_fit,

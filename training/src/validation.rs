@@ -15,7 +15,7 @@ use tresnet_runtime::detection_inference::{DetectionOutcome, detect_over_images}
 use tresnet_runtime::inference::InferenceOptions;
 
 use crate::checkpoint::RunDefinition;
-use crate::data::{Target, TrainingData, dataset, eval_preprocess};
+use crate::data::{Target, TrainingData, dataset, run_preprocess};
 use crate::detection_data::{detection_items, detection_transform, write_ground_truth};
 
 /// Validation of one state: the metric (top-1 %, mAP % or COCO AP %) and the
@@ -44,7 +44,7 @@ pub fn validate(
     }
     let options = BuildOptions::new(device.clone(), DType::F32);
     let model = TResNet::new(&definition.model, state, &options)?;
-    let cfg = eval_preprocess(definition.task, definition.train.input_size);
+    let cfg = run_preprocess(definition.task, &definition.train);
     let ds = dataset(&data.val, ImageTransform::Eval(cfg.clone()));
     let loader_options = LoaderOptions {
         batch_size: definition.train.batch_size,

@@ -11,12 +11,14 @@ use serde_json::json;
 use tresnet::weights::{StateDict, model_config, random_state_dict, resolve_weights};
 use tresnet::{FeatureInfo, Layout, TResNetConfig};
 use tresnet_apps::cli::DeviceFlag;
+use tresnet_data::PreprocessConfig;
 use tresnet_heads::detection::{check_detector_state, pyramid_channels, random_detector_state};
 use tresnet_runtime::TaskKind;
 use tresnet_runtime::detection_state::split_detection_state;
+use tresnet_runtime::{ModelSpec, PreprocessOverrides, load_bundle};
 use tresnet_training::{
-    Augment, DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, TrainRun, TrainingData,
-    load_latest_checkpoint, load_recipe, train,
+    Augment, DataSpec, OptimizerKind, Precision, RunDefinition, Schedule, TrainConfig, TrainRun,
+    TrainingData, load_latest_checkpoint, load_recipe, train,
 };
 
 tresnet_apps::use_mimalloc!();
@@ -110,6 +112,8 @@ struct Cli {
     /// Micro-batches per optimiser step.
     #[arg(long)]
     accumulate: Option<usize>,
+    /// Square input size (default: the starting weights' `pretrained_cfg`, else the recipe's,
+    /// else 224).
     #[arg(long)]
     input_size: Option<usize>,
     /// How much augmentation.
@@ -178,6 +182,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 
     let mut cfg = load_recipe(cli.recipe.as_deref())?;
+    let recipe_keys = match cli.recipe.as_deref() {
+        Some(path) => TrainConfig::keys_in_toml_file(path)?,
+        None => Vec::new(),
+    };
+    let size_source = if cli.input_size.is_some() {
+        "--input-size"
+    } else if recipe_keys.iter().any(|k| k == "input_size") {
+        "the recipe"
+    } else {
+        "the default"
+    };
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = cli.$field { cfg.$field = v; })* };
     }
@@ -251,12 +266,24 @@ fn run(cli: Cli) -> Result<()> {
     let classes = data.class_names.len();
 
     // Architecture and starting weights.
+    let mut keep_head = false;
     let (config, mut init) = match &cli.weights {
         Some(w) => {
+            let start = StartingWeights::read(w, cli.backbone.as_deref())?;
+            if task != TaskKind::Detection {
+                adopt_preprocessing(&mut cfg, &start, w, size_source, &recipe_keys)?;
+            }
+            keep_head = start.head_fits(&data.class_names);
             let resolved = resolve_weights(w)?;
             let config = model_config(cli.backbone.as_deref(), Some(&resolved), Some(classes))?;
             let mut state = resolved.weights.state_dict;
-            state.take_prefix("head.");
+            if !keep_head {
+                state.take_prefix("head.");
+            }
+            eprintln!(
+                "finetune: {}",
+                start.head_note(&data.class_names, keep_head)
+            );
             (config, state)
         }
         None => {
@@ -312,7 +339,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     for (k, v) in fresh {
-        if !init.contains(&k) || k.starts_with("head.") {
+        if !init.contains(&k) || (k.starts_with("head.") && !keep_head) {
             init.insert(k, v);
         }
     }
@@ -340,6 +367,109 @@ fn run(cli: Cli) -> Result<()> {
         quiet: cli.quiet,
     };
     report(train(run, None)?, cli.quiet)
+}
+
+/// What `finetune` needs to know about its starting weights besides the tensors: the
+/// preprocessing they were trained with and their classifier.
+struct StartingWeights {
+    /// Their evaluation preprocessing (config.json's `pretrained_cfg`, an official
+    /// checkpoint's protocol, or the published tag's).
+    preprocess: PreprocessConfig,
+    /// Their classifier: a linear head's class count, 0 for none or another head.
+    linear_classes: usize,
+    /// Their class names, when known.
+    labels: Option<Vec<String>>,
+}
+
+impl StartingWeights {
+    fn read(weights: &str, backbone: Option<&str>) -> Result<Self> {
+        let spec = ModelSpec {
+            backbone: backbone.map(str::to_string),
+            weights: Some(weights.to_string()),
+            ..ModelSpec::default()
+        };
+        let bundle = load_bundle(
+            &spec,
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+            &PreprocessOverrides::default(),
+        )
+        .with_context(|| format!("reading the starting weights {weights}"))?;
+        let linear_classes = match bundle.head_kind() {
+            Some(tresnet_heads::HeadKind::Linear) => bundle.num_classes(),
+            _ => 0,
+        };
+        Ok(Self {
+            preprocess: bundle.preprocess.clone(),
+            linear_classes,
+            labels: bundle.labels.clone(),
+        })
+    }
+
+    /// Whether the weights' classifier already answers the new task: a linear head with the
+    /// same number of classes and, where the weights name them, the same names in order.
+    fn head_fits(&self, classes: &[String]) -> bool {
+        self.linear_classes == classes.len()
+            && self.labels.as_ref().is_none_or(|names| names == classes)
+    }
+
+    fn head_note(&self, classes: &[String], kept: bool) -> String {
+        if kept {
+            return format!(
+                "keeping the weights' classifier ({} classes, the same names)",
+                classes.len()
+            );
+        }
+        let theirs = match (self.linear_classes, &self.labels) {
+            (0, _) => "no linear classifier".to_string(),
+            (n, Some(names)) if n == classes.len() => {
+                format!("{n} classes named otherwise ({})", names.join(", "))
+            }
+            (n, _) => format!("{n} classes"),
+        };
+        format!(
+            "classifier replaced: the weights have {theirs}, the data has {} classes",
+            classes.len()
+        )
+    }
+}
+
+/// Takes the starting weights' preprocessing as timm resolves a data config from a model's
+/// `pretrained_cfg` (the recipe's `pretrained_cfg` and `input_size`, and `--input-size`, win),
+/// and says where each setting came from.
+fn adopt_preprocessing(
+    cfg: &mut TrainConfig,
+    start: &StartingWeights,
+    weights: &str,
+    size_source: &str,
+    recipe_keys: &[String],
+) -> Result<()> {
+    let from_weights = format!("{weights}'s pretrained_cfg");
+    let size_from = if size_source == "the default" {
+        cfg.input_size = start.preprocess.height.max(start.preprocess.width);
+        from_weights.as_str()
+    } else {
+        size_source
+    };
+    let rest_from = if recipe_keys.iter().any(|k| k == "pretrained_cfg") {
+        "the recipe's pretrained_cfg"
+    } else {
+        cfg.pretrained_cfg = Some(start.preprocess.to_pretrained_cfg());
+        from_weights.as_str()
+    };
+    cfg.validate()?;
+    let p = tresnet_training::run_preprocess(TaskKind::SingleLabel, cfg);
+    eprintln!(
+        "finetune: input {0}×{0} (from {size_from}); {1}, {2} interpolation, crop_pct {3}, \
+         mean {4:?}, std {5:?} (from {rest_from})",
+        cfg.input_size,
+        p.resize_mode.name(),
+        format!("{:?}", p.interpolation).to_lowercase(),
+        p.crop_pct,
+        p.mean,
+        p.std
+    );
+    Ok(())
 }
 
 fn report(outcome: tresnet_training::TrainOutcome, quiet: bool) -> Result<()> {
