@@ -118,3 +118,117 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         "a kept classifier starts where the last run ended: {again}"
     );
 }
+
+#[test]
+fn labels_from_a_csv_train_single_and_multi_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Multi-label: the COCO shapes written as `file,label;label` lines.
+    succeeded(&run(MAKE_SHAPES, &["coco", "-n", "80", "--seed", "9"], d));
+    let coco: Value =
+        serde_json::from_slice(&std::fs::read(d.join("coco/annotations.json")).unwrap()).unwrap();
+    let name_of = |id: &Value| {
+        coco["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| &c["id"] == id)
+            .unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut lines = vec!["file,labels".to_string()];
+    let mut several = 0;
+    for image in coco["images"].as_array().unwrap() {
+        let mut names: Vec<String> = coco["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["image_id"] == image["id"])
+            .map(|a| name_of(&a["category_id"]))
+            .collect();
+        names.sort();
+        names.dedup();
+        several += usize::from(names.len() > 1);
+        if !names.is_empty() {
+            lines.push(format!(
+                "{},{}",
+                image["file_name"].as_str().unwrap(),
+                names.join(";")
+            ));
+        }
+    }
+    assert!(several > 0, "the shapes have images with several labels");
+    std::fs::write(d.join("multi.csv"), lines.join("\n")).unwrap();
+    let args = [
+        "--data",
+        "coco/images",
+        "--labels",
+        "multi.csv",
+        "--recipe",
+        "tiny.toml",
+        "--epochs",
+        "1",
+        "-o",
+        "multi",
+    ];
+    std::fs::write(
+        d.join("tiny.toml"),
+        "architecture = \"tresnet_m\"\ninput_size = 64\nbatch_size = 16\n[model_args]\nlayers = [1, 1, 1, 1]\nwidth_factor = 0.25\n",
+    )
+    .unwrap();
+    let (summary, _) = finetune(d, &args);
+    assert!(summary["best_metric"].as_f64().unwrap() > 0.0);
+    let cfg = exported_cfg(d, "multi");
+    assert_eq!(cfg["task"], "multi_label");
+    assert_eq!(cfg["label_names"].as_array().unwrap().len(), 6);
+
+    // Single-label: one label per line (class folders used as plain subfolders).
+    succeeded(&run(
+        MAKE_SHAPES,
+        &["folder", "-n", "60", "--layout", "folder", "--seed", "4"],
+        d,
+    ));
+    let mut lines = Vec::new();
+    for class in std::fs::read_dir(d.join("folder")).unwrap() {
+        let class = class.unwrap().file_name().into_string().unwrap();
+        for file in std::fs::read_dir(d.join("folder").join(&class)).unwrap() {
+            let file = file.unwrap().file_name().into_string().unwrap();
+            lines.push(format!("{class}/{file}\t{class}"));
+        }
+    }
+    std::fs::write(d.join("single.tsv"), lines.join("\n")).unwrap();
+    let (_, log) = finetune(
+        d,
+        &[
+            "--data",
+            "folder",
+            "--labels",
+            "single.tsv",
+            "--recipe",
+            "tiny.toml",
+            "--epochs",
+            "1",
+            "-o",
+            "single",
+        ],
+    );
+    assert!(log.contains("6 classes"), "{log}");
+    assert_eq!(exported_cfg(d, "single")["task"], "single_label");
+
+    // A line naming a file outside the folder is refused by file and line, nothing trained.
+    std::fs::write(d.join("bad.csv"), "../multi.csv,circle\n").unwrap();
+    let out = run(
+        FINETUNE,
+        &["--data", "coco/images", "--labels", "bad.csv", "-o", "bad"],
+        d,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.csv: line 1") && err.contains("../multi.csv"),
+        "{err}"
+    );
+    assert!(!d.join("bad").exists());
+}

@@ -74,6 +74,15 @@ pub enum DataSpec {
         /// Validation json and images, if separate.
         val: Option<(PathBuf, PathBuf)>,
     },
+    /// A flat image folder with a CSV/TSV of `file,labels` (see [`tresnet_data::LabelTable`]).
+    LabelFile {
+        /// The image folder the file names are relative to.
+        images: PathBuf,
+        /// Training labels.
+        labels: PathBuf,
+        /// Validation labels (same folder), if separate.
+        val_labels: Option<PathBuf>,
+    },
 }
 
 /// Everything that defines a run, stored with each checkpoint.

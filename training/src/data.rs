@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tresnet_data::coco::{CocoDataset, CocoOptions};
 use tresnet_data::{
-    DecodeLimits, ImageFolder, ImageListDataset, ImageSource, ImageTransform, LabelledBox,
-    PreprocessConfig, TrainCrop, TrainTransform,
+    DecodeLimits, ImageFolder, ImageListDataset, ImageSource, ImageTransform, LabelTable,
+    LabelledBox, PreprocessConfig, TrainCrop, TrainTransform,
 };
 
 use crate::config::{Augment, TrainConfig};
@@ -221,6 +221,20 @@ impl TrainingData {
         let task = match spec {
             crate::checkpoint::DataSpec::Folder { .. } => TaskKind::SingleLabel,
             crate::checkpoint::DataSpec::Coco { .. } => TaskKind::MultiLabel,
+            crate::checkpoint::DataSpec::LabelFile {
+                images,
+                labels,
+                val_labels,
+            } => {
+                return Self::from_label_file(
+                    images,
+                    labels,
+                    val_labels.as_deref(),
+                    None,
+                    val_fraction,
+                    seed,
+                );
+            }
         };
         Self::load_task(spec, task, val_fraction, seed)
     }
@@ -242,6 +256,18 @@ impl TrainingData {
                 }
                 Self::from_image_folder(train, val.as_deref(), val_fraction, seed)
             }
+            crate::checkpoint::DataSpec::LabelFile {
+                images,
+                labels,
+                val_labels,
+            } => Self::from_label_file(
+                images,
+                labels,
+                val_labels.as_deref(),
+                Some(task),
+                val_fraction,
+                seed,
+            ),
             crate::checkpoint::DataSpec::Coco {
                 train_json,
                 train_images,
@@ -255,6 +281,80 @@ impl TrainingData {
                 seed,
             ),
         }
+    }
+
+    /// A flat image folder labelled by a CSV/TSV file (`file,labels`, several labels separated
+    /// by `;`). The task is `task`, else multi-label when any image has several labels, else
+    /// single-label; the classes are the training file's distinct labels, sorted. A separate
+    /// validation file may use only those labels.
+    pub fn from_label_file(
+        images: &Path,
+        labels: &Path,
+        val_labels: Option<&Path>,
+        task: Option<TaskKind>,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let table = LabelTable::read(labels, images)?;
+        let task = task.unwrap_or(if table.is_multi_label() {
+            TaskKind::MultiLabel
+        } else {
+            TaskKind::SingleLabel
+        });
+        let class_names = table.label_names();
+        let items = |table: &LabelTable, file: &Path| -> Result<LabelledImages> {
+            table
+                .rows
+                .iter()
+                .map(|row| {
+                    let index = |label: &String| {
+                        class_names.binary_search(label).map_err(|_| {
+                            anyhow::anyhow!(
+                                "{}: `{label}` ({}) is not a label of the training file {}",
+                                file.display(),
+                                row.path.display(),
+                                labels.display()
+                            )
+                        })
+                    };
+                    let target = match task {
+                        TaskKind::SingleLabel => {
+                            if row.labels.len() != 1 {
+                                bail!(
+                                    "{}: {} has {} labels; a single-label task needs one                                      (or train with --task multi_label)",
+                                    file.display(),
+                                    row.path.display(),
+                                    row.labels.len()
+                                );
+                            }
+                            Target::Class(index(&row.labels[0])?)
+                        }
+                        TaskKind::MultiLabel => {
+                            let mut hot = vec![0f32; class_names.len()];
+                            for label in &row.labels {
+                                hot[index(label)?] = 1.0;
+                            }
+                            Target::MultiHot(Arc::from(hot))
+                        }
+                        TaskKind::Detection => {
+                            bail!("{}: a label file has no boxes to detect", file.display())
+                        }
+                    };
+                    Ok((ImageSource::File(row.path.clone()), target))
+                })
+                .collect()
+        };
+        let train_items = items(&table, labels)?;
+        let (train, val) = match val_labels {
+            Some(v) => (train_items, items(&LabelTable::read(v, images)?, v)?),
+            None => split(train_items, val_fraction, seed),
+        };
+        Ok(Self {
+            task,
+            class_names,
+            train,
+            val,
+        })
     }
 
     /// Checks that both sets are usable.

@@ -53,8 +53,16 @@ struct Cli {
     #[arg(long, conflicts_with = "coco")]
     data: Option<PathBuf>,
     /// ImageFolder validation root.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "labels")]
     val: Option<PathBuf>,
+    /// Labels of a flat --data folder: a CSV (`file,labels`) or .tsv (`file<TAB>labels`) file,
+    /// several labels of one image separated by `;` (then multi-label), the format
+    /// `top1-eval --labels` reads.
+    #[arg(long, requires = "data")]
+    labels: Option<PathBuf>,
+    /// Validation labels for the same folder (default: --val-fraction of --labels held out).
+    #[arg(long, requires = "labels")]
+    val_labels: Option<PathBuf>,
     /// COCO instances json for training: multi-label.
     #[arg(long, requires = "images")]
     coco: Option<PathBuf>,
@@ -244,6 +252,11 @@ fn run(cli: Cli) -> Result<()> {
     }
     cfg.validate()?;
     let spec = match (&cli.data, &cli.coco) {
+        (Some(dir), None) if cli.labels.is_some() => DataSpec::LabelFile {
+            images: dir.clone(),
+            labels: cli.labels.clone().context("--labels")?,
+            val_labels: cli.val_labels.clone(),
+        },
         (Some(dir), None) => DataSpec::Folder {
             train: dir.clone(),
             val: cli.val.clone(),
@@ -257,12 +270,11 @@ fn run(cli: Cli) -> Result<()> {
             "give --data FOLDER (single-label) or --coco JSON --images DIR (multi-label), or --resume DIR"
         ),
     };
-    let task = match (cli.task, &spec) {
-        (Some(task), _) => task,
-        (None, DataSpec::Folder { .. }) => TaskKind::SingleLabel,
-        (None, DataSpec::Coco { .. }) => TaskKind::MultiLabel,
+    let data = match (cli.task, &spec) {
+        (Some(task), _) => TrainingData::load_task(&spec, task, cfg.val_fraction, cfg.seed)?,
+        (None, _) => TrainingData::load(&spec, cfg.val_fraction, cfg.seed)?,
     };
-    let data = TrainingData::load_task(&spec, task, cfg.val_fraction, cfg.seed)?;
+    let task = data.task;
     let classes = data.class_names.len();
 
     // Architecture and starting weights.

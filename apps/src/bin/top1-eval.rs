@@ -12,7 +12,8 @@ use tresnet::{Layout, Manifest};
 use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
 use tresnet_data::{
-    ImageFolder, ImageSource, SyntheticConfig, walk_photos, write_synthetic_image_folder,
+    ImageFolder, ImageSource, LabelTable, SyntheticConfig, walk_photos,
+    write_synthetic_image_folder,
 };
 use tresnet_heads::metrics::top_k_accuracy;
 use tresnet_runtime::inference::{ImageOutcome, InferenceOptions, run_over_images};
@@ -57,49 +58,40 @@ fn main() {
 }
 
 /// `(image, class index)` pairs of a labelled flat folder.
+/// `(image, class index)` pairs from a label file (see [`tresnet_data::LabelTable`]: the format
+/// and checks `finetune --labels` uses), each line's one label a class index or name.
 fn read_label_file(path: &Path, root: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
-    let text = tresnet_io::read_text_limited(
-        path,
-        tresnet_io::env_limit("TRESNET_MAX_JSON_BYTES", 4 << 30),
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
+    let table = LabelTable::read(path, root)?;
     let by_name: HashMap<&str, usize> = classes
         .iter()
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (n == 0 && line.to_ascii_lowercase().starts_with("file")) {
-            continue;
-        }
-        let (file, label) = line.rsplit_once(',').with_context(|| {
-            format!("{}: line {}: expected `file,label`", path.display(), n + 1)
-        })?;
-        let class = match label.trim().parse::<usize>() {
-            Ok(i) if i < classes.len() || classes.is_empty() => i,
-            _ => *by_name.get(label.trim()).with_context(|| {
-                format!(
-                    "{}: line {}: unknown label `{}`",
+    table
+        .rows
+        .into_iter()
+        .map(|row| {
+            let [label] = row.labels.as_slice() else {
+                bail!(
+                    "{}: {} has {} labels; top-1 needs one",
                     path.display(),
-                    n + 1,
-                    label.trim()
-                )
-            })?,
-        };
-        let image = tresnet_data::join_inside(root, file.trim()).with_context(|| {
-            format!(
-                "{}: line {}: `{}` escapes {}",
-                path.display(),
-                n + 1,
-                file.trim(),
-                root.display()
-            )
-        })?;
-        out.push((image, class));
-    }
-    Ok(out)
+                    row.path.display(),
+                    row.labels.len()
+                );
+            };
+            let class = match label.parse::<usize>() {
+                Ok(i) if i < classes.len() || classes.is_empty() => i,
+                _ => *by_name.get(label.as_str()).with_context(|| {
+                    format!(
+                        "{}: {}: unknown label `{label}`",
+                        path.display(),
+                        row.path.display()
+                    )
+                })?,
+            };
+            Ok((row.path, class))
+        })
+        .collect()
 }
 
 fn run(cli: Cli) -> Result<()> {
