@@ -115,7 +115,8 @@ struct Edit {
     text: String,
 }
 
-/// The values of every array property `{namespace}local` in the document (normally one).
+/// The first `{namespace}local` array property under an `rdf:Description` (XMP allows one),
+/// with its items; an attribute form or a property without a container is refused.
 fn array_property(
     doc: &XmpDocument<'_>,
     namespace: &str,

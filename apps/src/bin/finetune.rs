@@ -194,12 +194,13 @@ fn run(cli: Cli) -> Result<()> {
         Some(path) => TrainConfig::keys_in_toml_file(path)?,
         None => Vec::new(),
     };
+    // Who set the input size, if anyone (else the starting weights or the default decide).
     let size_source = if cli.input_size.is_some() {
-        "--input-size"
+        Some("--input-size")
     } else if recipe_keys.iter().any(|k| k == "input_size") {
-        "the recipe"
+        Some("the recipe")
     } else {
-        "the default"
+        None
     };
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = cli.$field { cfg.$field = v; })* };
@@ -453,15 +454,16 @@ fn adopt_preprocessing(
     cfg: &mut TrainConfig,
     start: &StartingWeights,
     weights: &str,
-    size_source: &str,
+    size_source: Option<&str>,
     recipe_keys: &[String],
 ) -> Result<()> {
     let from_weights = format!("{weights}'s pretrained_cfg");
-    let size_from = if size_source == "the default" {
-        cfg.input_size = start.preprocess.height.max(start.preprocess.width);
-        from_weights.as_str()
-    } else {
-        size_source
+    let size_from = match size_source {
+        Some(source) => source,
+        None => {
+            cfg.input_size = start.preprocess.height.max(start.preprocess.width);
+            from_weights.as_str()
+        }
     };
     let rest_from = if recipe_keys.iter().any(|k| k == "pretrained_cfg") {
         "the recipe's pretrained_cfg"
