@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{
-    BatchNormTrain, BlurPool, RunningStats, add_relu, channel_scale, conv2d, conv2d_bias_act,
-    space_to_depth,
+    BatchNormTrain, Bf16ConvKernel, BlurPool, RunningStats, add_relu, channel_scale, conv2d,
+    conv2d_bias_act, space_to_depth,
 };
 use tresnet::layout::Activation;
 use tresnet_tests::assert_close;
@@ -103,6 +103,59 @@ fn convolution_forward_and_gradients_match_candle() {
         .unwrap();
         let expected = pre.maximum(&(&pre * 0.01).unwrap()).unwrap();
         check(&fused, &expected, &format!("{tag} fused bias + leaky relu"));
+    }
+}
+
+/// `t` rounded to bf16 (nearest even) and widened to f64: the operands the bf16 products see.
+fn bf16_rounded(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::BF16)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // says why it checked nothing
+fn bf16_convolutions_equal_the_rounded_operands_with_bias_and_activation() {
+    if !tresnet::native_cpu_bf16() {
+        eprintln!("skipped: this CPU has no AVX-512 BF16");
+        return;
+    }
+    let activations = [
+        Activation::LeakyRelu(0.01),
+        Activation::Relu,
+        Activation::Identity,
+    ];
+    // The cases above plus tiles of several images with a 1×1 kernel, an odd input width that
+    // is not a multiple of the 32-column panels, and wide layers split across threads.
+    let extra = [
+        (6, 32, 16, 7, 7, 1),
+        (1, 10, 9, 23, 31, 3),
+        (3, 64, 256, 14, 14, 3),
+        (1, 128, 512, 7, 7, 1),
+    ];
+    for (n, &(b, i, o, h, w, k)) in CONV_CASES.iter().chain(&extra).enumerate() {
+        let activation = activations[n % activations.len()];
+        let tag = format!("bf16 conv b{b} i{i} o{o} {h}x{w} k{k} {activation:?}");
+        let x = rand(&[b, i, h, w]);
+        let kernel = rand(&[o, i, k, k]);
+        let bias = rand(&[o]);
+        let packed = Bf16ConvKernel::new(&kernel).unwrap().expect("native bf16");
+        let ours = packed
+            .conv2d_bias_act(&x, &bias, k / 2, activation)
+            .unwrap();
+        let pre = bf16_rounded(&x)
+            .conv2d(&bf16_rounded(&kernel), k / 2, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&f64(&bias).reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+        let expected = match activation {
+            Activation::LeakyRelu(s) => pre.maximum(&(&pre * s).unwrap()).unwrap(),
+            Activation::Relu => pre.relu().unwrap(),
+            _ => pre,
+        };
+        // Exact bf16 products summed in f32: the f32 kernels' tolerance.
+        check(&ours, &expected, &tag);
     }
 }
 

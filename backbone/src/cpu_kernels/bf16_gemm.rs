@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use super::conv::Epilogue;
 use super::sgemm::{MatMut, MatRef};
 
 /// Rows of the left operand per microkernel.
@@ -135,70 +136,153 @@ impl PackedWeights {
     }
 }
 
-/// Packs `b` (`k × n`, unit column stride) into `NR`-column panels: for panel `p` and pair `q`,
-/// the words of columns `p·NR .. p·NR+NR` (columns past `n` are zero).
-fn pack_rhs(b: &MatRef<'_>, out: &mut Vec<u32>) {
-    assert_eq!(
-        b.col_stride, 1,
-        "bf16 gemm: the right operand's rows must be contiguous"
-    );
-    let (k, n) = (b.rows, b.cols);
-    let pairs = k.div_ceil(2);
-    let panels = n.div_ceil(NR);
-    out.clear();
-    out.resize(panels * pairs * NR, 0);
-    // The partner of an odd k's last row (allocated only then).
-    let zeros = if k % 2 == 1 {
-        vec![0f32; n]
-    } else {
-        Vec::new()
-    };
-    for q in 0..pairs {
-        let row0 = &b.data[b.offset + 2 * q * b.row_stride..][..n];
-        let row1 = if 2 * q + 1 < k {
-            &b.data[b.offset + (2 * q + 1) * b.row_stride..][..n]
-        } else {
-            &zeros[..]
-        };
-        for p in 0..panels {
+/// A right operand (`k × n`, a tile's image columns) rounded to bf16 and packed into
+/// `NR`-column panels: for panel `p` and pair `q`, the words of columns `p·NR .. p·NR+NR`
+/// (columns past `n` are zero), at `(p·pairs + q)·NR`. Filled pair by pair through a
+/// [`PairWriter`]; the buffer is kept between tiles and grows only.
+#[derive(Default)]
+pub struct PackedColumns {
+    data: Vec<u32>,
+    rows: usize,
+    cols: usize,
+    pairs: usize,
+}
+
+impl PackedColumns {
+    /// Makes room for a `k × n` operand. Its words are stale until every pair has been written.
+    pub fn reset(&mut self, k: usize, n: usize) {
+        let pairs = k.div_ceil(2);
+        let len = n.div_ceil(NR) * pairs * NR;
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+        (self.rows, self.cols, self.pairs) = (k, n, pairs);
+    }
+
+    /// Pairs of rows (`⌈k/2⌉`).
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
+    /// A writer for the pairs, which threads may share (each writing its own pairs).
+    pub fn writer(&mut self) -> PairWriter<'_> {
+        assert!(native_bf16(), "bf16 packing on a CPU without AVX-512 BF16");
+        PairWriter {
+            base: self.data.as_mut_ptr(),
+            len: self.data.len(),
+            cols: self.cols,
+            pairs: self.pairs,
+            _data: std::marker::PhantomData,
+        }
+    }
+
+    /// The words of all panels.
+    fn words(&self) -> &[u32] {
+        &self.data[..self.cols.div_ceil(NR) * self.pairs * NR]
+    }
+}
+
+/// Writes pairs of rows into a [`PackedColumns`]; shared by the threads packing one operand.
+pub struct PairWriter<'a> {
+    base: *mut u32,
+    len: usize,
+    cols: usize,
+    pairs: usize,
+    _data: std::marker::PhantomData<&'a mut [u32]>,
+}
+
+// SAFETY: a writer only stores through its pointer in `write`, whose contract keeps concurrent
+// callers on distinct pairs, i.e. distinct words.
+#[allow(unsafe_code)]
+unsafe impl Sync for PairWriter<'_> {}
+
+impl PairWriter<'_> {
+    /// Columns (`n`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The `NR` words of pair `q` in column panel `p`, to be written by the caller.
+    ///
+    /// # Safety
+    /// Callers running at the same time use distinct `q`; the words are not read through the
+    /// writer.
+    #[allow(unsafe_code)]
+    pub unsafe fn panel(&self, q: usize, p: usize) -> *mut u32 {
+        assert!(q < self.pairs && p < self.cols.div_ceil(NR));
+        let at = (p * self.pairs + q) * NR;
+        assert!(at + NR <= self.len);
+        // SAFETY: in bounds (asserted).
+        unsafe { self.base.add(at) }
+    }
+
+    /// Packs rows `2q` (`lo`) and `2q + 1` (`hi`; `None`: the zero row after an odd `k`), each
+    /// `n` values, as pair `q`.
+    ///
+    /// # Safety
+    /// Callers running at the same time write distinct `q`.
+    #[allow(unsafe_code)]
+    pub unsafe fn write(&self, q: usize, lo: &[f32], hi: Option<&[f32]>) {
+        let n = self.cols;
+        assert!(q < self.pairs && lo.len() >= n && hi.is_none_or(|h| h.len() >= n));
+        for p in 0..n.div_ceil(NR) {
             let first = p * NR;
             let width = NR.min(n - first);
-            let dst = &mut out[(p * pairs + q) * NR..][..width];
-            let (lo, hi) = (&row0[first..first + width], &row1[first..first + width]);
+            let at = (p * self.pairs + q) * NR;
+            assert!(at + NR <= self.len);
+            // SAFETY: in bounds (asserted); these words belong to pair `q`, which no one else
+            // writes now (the caller's contract).
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.base.add(at), NR) };
+            let lo = &lo[first..first + width];
+            let hi = hi.map(|h| &h[first..first + width]);
             #[cfg(target_arch = "x86_64")]
-            if width == NR {
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has the features (gemm_bf16 asserts it before packing);
-                // `lo`, `hi` and `dst` hold NR values each.
-                unsafe {
-                    avx512::pair_32(lo, hi, dst)
+            // SAFETY: the CPU has the features (asserted when the writer was made); `dst`
+            // holds NR words, `lo` and `hi` `width` ≤ NR values.
+            unsafe {
+                avx512::pair_panel(lo, hi, dst)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = match lo.get(i) {
+                    Some(&l) => pair(l, hi.map_or(0.0, |h| h[i])),
+                    None => 0,
                 };
-                continue;
-            }
-            for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
-                *d = pair(l, h);
             }
         }
     }
 }
 
-thread_local! {
-    static PACKED_RHS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// What the product's destination receives: `act(sum + bias[row])`.
+#[derive(Debug, Clone, Copy)]
+pub struct PostOp<'a> {
+    /// One value per row of the whole left operand, or `None`.
+    pub bias: Option<&'a [f32]>,
+    /// The activation.
+    pub epilogue: Epilogue,
 }
 
-/// `dst = lhs · rhs` with both operands rounded to bf16 and products summed in f32, for rows
-/// `first .. first + dst.rows` of the packed `lhs` (`first` a multiple of the panel height):
-/// `rhs` is `k × n` (contiguous rows), `dst` `dst.rows × n`. Single-threaded.
+/// `dst = act(lhs · rhs + bias)` with both operands in bf16 and products summed in f32, for
+/// rows `first .. first + dst.rows` of the packed `lhs` (`first` a multiple of the panel
+/// height): `rhs` is `k × n` packed, `dst` `dst.rows × n`. Single-threaded.
 ///
 /// # Safety
 /// The destination region must not be accessed by anyone else during the call; the CPU must
 /// have [`native_bf16`] (checked: it panics otherwise).
 #[allow(unsafe_code)]
-pub unsafe fn gemm_bf16(dst: MatMut, lhs: &PackedWeights, first: usize, rhs: MatRef<'_>) {
+pub unsafe fn gemm_bf16(
+    dst: MatMut,
+    lhs: &PackedWeights,
+    first: usize,
+    rhs: &PackedColumns,
+    post: PostOp<'_>,
+) {
     assert!(native_bf16(), "bf16 gemm on a CPU without AVX-512 BF16");
     assert!(first + dst.rows <= lhs.rows, "bf16 gemm: lhs rows");
     assert_eq!(rhs.cols, dst.cols, "bf16 gemm: rhs cols");
     assert_eq!(lhs.cols, rhs.rows, "bf16 gemm: inner dimension");
+    if let Some(b) = post.bias {
+        assert_eq!(b.len(), lhs.rows, "bf16 gemm: one bias per row");
+    }
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
@@ -208,76 +292,100 @@ pub unsafe fn gemm_bf16(dst: MatMut, lhs: &PackedWeights, first: usize, rhs: Mat
         "bf16 gemm: destination out of bounds"
     );
     let a = lhs.panels_from(first);
-    PACKED_RHS.with(|b| {
-        let mut b = b.borrow_mut();
-        pack_rhs(&rhs, &mut b);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has the features (asserted); the packed panels hold `pairs` words per
-        // row/column of every panel; the destination is in bounds (asserted) and exclusive
-        // (the caller's contract).
-        unsafe {
-            avx512::gemm_packed(a, &b, lhs.pairs, dst)
-        };
-    });
+    let bias = post.bias.map(|b| &b[first..first + dst.rows]);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has the features (asserted); the packed panels hold `pairs` words per
+    // row/column of every panel; the destination is in bounds (asserted) and exclusive (the
+    // caller's contract).
+    unsafe {
+        avx512::gemm_packed(a, rhs.words(), lhs.pairs, dst, bias, post.epilogue)
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{MR, NR};
+    use crate::cpu_kernels::conv::Epilogue;
     use crate::cpu_kernels::sgemm::MatMut;
 
-    /// `dst[j] = pair(lo[j], hi[j])` for 32 columns: both rows rounded to bf16 by the hardware
-    /// (nearest even, NaN kept), then interleaved so each word holds one column's pair.
+    /// `dst[j] = pair(lo[j], hi[j])` for the 32 columns of a panel, `pair(0, 0) = 0` past
+    /// `lo`'s length; `hi = None` is a zero row.
     ///
     /// # Safety
-    /// AVX-512 F, BW and BF16 present; all three slices hold 32 values.
+    /// AVX-512 F, BW and BF16 present; `dst` holds 32 words; `lo` (and `hi`, as long) at most 32
+    /// values.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pair_32(lo: &[f32], hi: &[f32], dst: &mut [u32]) {
-        assert!(lo.len() >= 32 && hi.len() >= 32 && dst.len() >= 32);
-        // Word i of the result takes bf16 lane i of `lo` (low half) and of `hi` (high half);
-        // `_mm512_cvtne2ps_pbh(h, l)` puts `l`'s 16 lanes first, then `h`'s.
-        let idx = |base: i16| -> __m512i {
-            let mut lanes = [0i16; 32];
-            for (i, lane) in lanes.iter_mut().enumerate() {
-                let i = i as i16;
-                *lane = if i % 2 == 0 {
-                    base + i / 2
-                } else {
-                    base + 16 + i / 2
-                };
-            }
-            // SAFETY: 64 bytes.
-            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
-        };
-        let index = idx(0);
+    pub(super) unsafe fn pair_panel(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+        assert!(lo.len() <= 32 && hi.is_none_or(|h| h.len() == lo.len()) && dst.len() >= 32);
+        let width = lo.len();
         for half in 0..2 {
-            // SAFETY: 16 values from `half·16` in each slice.
+            let lanes = width.saturating_sub(half * 16).min(16);
+            let mask = ((1u32 << lanes) - 1) as __mmask16;
+            // SAFETY: the masks load no lane past the slices' ends (masked lanes are not
+            // accessed; `wrapping_add` keeps the unused base in range arithmetic); 16 words
+            // from `half·16` in `dst`.
             unsafe {
-                let l = _mm512_loadu_ps(lo.as_ptr().add(half * 16));
-                let h = _mm512_loadu_ps(hi.as_ptr().add(half * 16));
-                // Lanes 0..16: l's 16 values; 16..32: h's.
-                let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(h, l));
-                let words = _mm512_permutexvar_epi16(index, both);
-                _mm512_storeu_si512(dst.as_mut_ptr().add(half * 16).cast(), words);
+                let load =
+                    |v: &[f32]| _mm512_maskz_loadu_ps(mask, v.as_ptr().wrapping_add(half * 16));
+                let l = load(lo);
+                let h = hi.map_or(_mm512_setzero_ps(), load);
+                _mm512_storeu_si512(dst.as_mut_ptr().add(half * 16).cast(), pair_vectors(l, h));
             }
         }
     }
 
+    /// Sixteen columns' pairs: word `i` holds `lo[i]` rounded to bf16 (nearest even, NaN kept)
+    /// in its low half and `hi[i]` in its high half.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(in crate::cpu_kernels) fn pair_vectors(lo: __m512, hi: __m512) -> __m512i {
+        // `_mm512_cvtne2ps_pbh(h, l)` puts `l`'s 16 lanes first, then `h`'s; the permutation
+        // interleaves them.
+        const INTERLEAVE: [i16; 32] = {
+            let mut lanes = [0i16; 32];
+            let mut i = 0;
+            while i < 32 {
+                lanes[i] = if i % 2 == 0 {
+                    (i / 2) as i16
+                } else {
+                    16 + (i / 2) as i16
+                };
+                i += 1;
+            }
+            lanes
+        };
+        // SAFETY: 64 bytes of a constant; a bit-for-bit reinterpretation of 32 bf16 lanes.
+        unsafe {
+            let index = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+            let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_permutexvar_epi16(index, both)
+        }
+    }
+
     /// All panels: `a` holds `⌈m/MR⌉` panels of `pairs·MR` words, `b` `⌈n/NR⌉` panels of
-    /// `pairs·NR`.
+    /// `pairs·NR`; `bias` (if any) one value per row of `dst`.
     ///
     /// # Safety
     /// AVX-512 F and BF16 present; `dst` in bounds and exclusive.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn gemm_packed(a: &[u32], b: &[u32], pairs: usize, dst: MatMut) {
+    pub(super) unsafe fn gemm_packed(
+        a: &[u32],
+        b: &[u32],
+        pairs: usize,
+        dst: MatMut,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) {
         let (m, n) = (dst.rows, dst.cols);
+        let zeros = [0f32; MR];
         for mp in 0..m.div_ceil(MR) {
             let a_panel = &a[mp * pairs * MR..][..pairs * MR];
             let rows = MR.min(m - mp * MR);
+            let shifts = bias.map_or(&zeros[..rows], |b| &b[mp * MR..][..rows]);
             for np in 0..n.div_ceil(NR) {
                 let b_panel = &b[np * pairs * NR..][..pairs * NR];
                 let cols = NR.min(n - np * NR);
@@ -288,36 +396,49 @@ mod avx512 {
                         a_panel,
                         b_panel,
                         pairs,
-                        dst.base.add(out),
-                        dst.row_stride,
-                        rows,
-                        cols,
+                        Store {
+                            out: dst.base.add(out),
+                            stride: dst.row_stride,
+                            rows,
+                            cols,
+                        },
+                        shifts,
+                        epilogue,
                     )
                 };
             }
         }
     }
 
+    /// Where a block's results go: `rows × cols` values from `out`, rows `stride` apart.
+    struct Store {
+        out: *mut f32,
+        stride: usize,
+        rows: usize,
+        cols: usize,
+    }
+
     /// One `MR × NR` block: sixteen accumulators, two column vectors and one broadcast weight
-    /// pair per step; stores `rows × cols` of it.
+    /// pair per step; stores `act(sum + shift[row])` for `rows × cols` of it.
     ///
     /// # Safety
-    /// AVX-512 F and BF16 present; `out` valid for `rows` rows of `cols` values, `stride` apart.
-    #[allow(unsafe_code, clippy::too_many_arguments)]
+    /// AVX-512 F and BF16 present; `store.out` valid for `rows` rows of `cols` values, `stride`
+    /// apart; `shift` holds `rows` values.
+    #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn tile(
         a: &[u32],
         b: &[u32],
         pairs: usize,
-        out: *mut f32,
-        stride: usize,
-        rows: usize,
-        cols: usize,
+        store: Store,
+        shift: &[f32],
+        epilogue: Epilogue,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        for q in 0..pairs {
-            let bq = &b[q * NR..][..NR];
-            let aq = &a[q * MR..][..MR];
+        let steps = b[..pairs * NR]
+            .chunks_exact(NR)
+            .zip(a[..pairs * MR].chunks_exact(MR));
+        for (bq, aq) in steps {
             // SAFETY: `bq` holds 32 words: two unaligned 64-byte loads.
             let (b0, b1): (__m512bh, __m512bh) = unsafe {
                 (
@@ -339,7 +460,7 @@ mod avx512 {
             }
         }
         let mask = |first: usize| -> __mmask16 {
-            let width = cols.saturating_sub(first).min(16);
+            let width = store.cols.saturating_sub(first).min(16);
             if width == 16 {
                 0xffff
             } else {
@@ -347,13 +468,35 @@ mod avx512 {
             }
         };
         let (m0, m1) = (mask(0), mask(16));
-        for (r, row) in acc.iter().enumerate().take(rows) {
+        // The activation as `max(z, z·slope)` (leaky), `max(z, 0)` (relu) or `z`; `max` takes
+        // its second operand where the first is NaN: relu(NaN) = 0, as `f32::max` gives.
+        let (relu, leaky, slope) = match epilogue {
+            Epilogue::Identity => (false, false, 0.0),
+            Epilogue::Relu => (true, false, 0.0),
+            Epilogue::LeakyRelu(s) => (false, true, s),
+        };
+        let (zero, slope) = (_mm512_setzero_ps(), _mm512_set1_ps(slope));
+        // Over the whole array (not `0..rows`) so that the accumulators stay in registers.
+        for (r, row) in acc.iter().enumerate() {
+            if r >= store.rows {
+                break;
+            }
+            let s = _mm512_set1_ps(shift[r]);
+            let mut v0 = _mm512_add_ps(row[0], s);
+            let mut v1 = _mm512_add_ps(row[1], s);
+            if relu {
+                v0 = _mm512_max_ps(v0, zero);
+                v1 = _mm512_max_ps(v1, zero);
+            } else if leaky {
+                v0 = _mm512_max_ps(v0, _mm512_mul_ps(v0, slope));
+                v1 = _mm512_max_ps(v1, _mm512_mul_ps(v1, slope));
+            }
             // SAFETY: row `r` of the block holds `cols` values; the masks cover no more.
             unsafe {
-                let p = out.add(r * stride);
-                _mm512_mask_storeu_ps(p, m0, row[0]);
+                let p = store.out.add(r * store.stride);
+                _mm512_mask_storeu_ps(p, m0, v0);
                 if m1 != 0 {
-                    _mm512_mask_storeu_ps(p.add(16), m1, row[1]);
+                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
                 }
             }
         }
@@ -385,6 +528,33 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `b` (`k × n`, row-major) packed pair by pair, as the convolution packs its tiles.
+    fn packed_columns(b: &[f32], k: usize, n: usize) -> PackedColumns {
+        let mut columns = PackedColumns::default();
+        // Stale words from a larger operand must not leak into the smaller one.
+        columns.reset(k + 3, n + 40);
+        let writer = columns.writer();
+        for q in 0..(k + 3).div_ceil(2) {
+            let junk = vec![f32::NAN; n + 40];
+            #[allow(unsafe_code)]
+            // SAFETY: one thread.
+            unsafe {
+                writer.write(q, &junk, Some(&junk))
+            };
+        }
+        columns.reset(k, n);
+        let writer = columns.writer();
+        for q in 0..k.div_ceil(2) {
+            let hi = (2 * q + 1 < k).then(|| &b[(2 * q + 1) * n..][..n]);
+            #[allow(unsafe_code)]
+            // SAFETY: one thread.
+            unsafe {
+                writer.write(q, &b[2 * q * n..][..n], hi)
+            };
+        }
+        columns
     }
 
     #[test]
@@ -429,37 +599,55 @@ mod tests {
                 row_stride: k,
                 col_stride: 1,
             };
-            let rhs = MatRef {
-                data: &b,
-                offset: 0,
-                rows: k,
-                cols: n,
-                row_stride: n,
-                col_stride: 1,
-            };
             let packed = PackedWeights::pack(&lhs);
+            let columns = packed_columns(&b, k, n);
+            // Rows from `first` on (a whole panel), with a bias and leaky ReLU when there are
+            // several panels; all rows plainly otherwise.
+            let first = if m > MR { MR } else { 0 };
+            let bias: Vec<f32> = (0..m).map(|_| next()).collect();
+            let post = PostOp {
+                bias: (first > 0).then_some(&bias[..]),
+                epilogue: if first > 0 {
+                    Epilogue::LeakyRelu(0.1)
+                } else {
+                    Epilogue::Identity
+                },
+            };
+            let dst = MatMut {
+                rows: m - first,
+                ..dst
+            };
             #[allow(unsafe_code)]
             // SAFETY: `out` is this test's own buffer.
             unsafe {
-                gemm_bf16(dst, &packed, 0, rhs)
+                gemm_bf16(dst, &packed, first, &columns, post)
             };
             let want = reference(&a, &b, m, k, n);
-            for i in 0..m {
+            for i in 0..m - first {
+                let row = first + i;
                 for j in 0..n {
                     let got = f64::from(out[2 + i * stride + j]);
-                    let w = want[i * n + j];
+                    let mut w = want[row * n + j];
+                    if first > 0 {
+                        w += f64::from(bias[row]);
+                        w = w.max(0.1 * w);
+                    }
                     // f32 accumulation of k exact bf16 products.
                     assert!(
                         (got - w).abs() <= 1e-6 * (k as f64) + 1e-6 * w.abs(),
-                        "{m}x{k}x{n} at ({i}, {j}): {got} vs {w}"
+                        "{m}x{k}x{n} at ({row}, {j}): {got} vs {w}"
                     );
                 }
                 // Nothing outside the rows was written.
                 assert!(
                     out[2 + i * stride + n].is_nan(),
-                    "{m}x{k}x{n}: row {i} overran"
+                    "{m}x{k}x{n}: row {row} overran"
                 );
             }
+            assert!(
+                out[2 + (m - first) * stride].is_nan(),
+                "{m}x{k}x{n}: rows overran"
+            );
             assert!(out[0].is_nan() && out[1].is_nan());
         }
     }

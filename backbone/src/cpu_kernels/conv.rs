@@ -6,9 +6,10 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::bf16_gemm::PackedWeights;
+use super::bf16_gemm::{PackedWeights, PostOp};
 use super::cache_size::l2_cache_bytes;
-use super::sgemm::{self, Left, MatMut, MatRef, sgemm};
+use super::conv_bf16;
+use super::sgemm::{MatMut, MatRef, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
@@ -40,12 +41,12 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    fn pixels(&self) -> usize {
+    pub(super) fn pixels(&self) -> usize {
         self.height * self.width
     }
 
     /// Rows of the im2col matrix: `in_channels · kernel²`.
-    fn patch(&self) -> usize {
+    pub(super) fn patch(&self) -> usize {
         self.in_channels * self.kernel * self.kernel
     }
 
@@ -83,21 +84,21 @@ impl ConvGeometry {
 /// A block of output pixels: rows `first_row..first_row+rows` of images
 /// `first_image..first_image+images` (several images only with whole images).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tile {
-    first_image: usize,
-    images: usize,
-    first_row: usize,
-    rows: usize,
+pub(super) struct Tile {
+    pub(super) first_image: usize,
+    pub(super) images: usize,
+    pub(super) first_row: usize,
+    pub(super) rows: usize,
 }
 
 impl Tile {
     /// Pixels of one image in the tile.
-    fn image_pixels(&self, g: &ConvGeometry) -> usize {
+    pub(super) fn image_pixels(&self, g: &ConvGeometry) -> usize {
         self.rows * g.width
     }
 
     /// Columns of the tile's matrices.
-    fn columns(&self, g: &ConvGeometry) -> usize {
+    pub(super) fn columns(&self, g: &ConvGeometry) -> usize {
         self.images * self.image_pixels(g)
     }
 }
@@ -142,13 +143,13 @@ impl Epilogue {
 
 thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(super) static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The first `len` values of a per-thread scratch buffer, grown (never shrunk) as needed, so
 /// that alternating layer sizes do not refill it with zeros every time. Callers overwrite what
 /// they use.
-fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
@@ -173,38 +174,50 @@ fn im2col(x: &[f32], g: &ConvGeometry, tile: &Tile, col: &mut [f32], parallel: b
 
 /// The `kernel²` rows of `col` that input channel `c` contributes.
 fn im2col_channel(x: &[f32], g: &ConvGeometry, tile: &Tile, c: usize, rows: &mut [f32]) {
-    let (h, w, hw) = (g.height, g.width, g.pixels());
     let n = tile.columns(g);
+    for (tap, row) in rows.chunks_exact_mut(n).enumerate() {
+        im2col_row(x, g, tile, c * g.kernel * g.kernel + tap, row);
+    }
+}
+
+/// Row `r` of the tile's im2col matrix (input channel `r / kernel²`, tap `r % kernel²`) into
+/// `row` (the tile's `n` columns): the channel's pixels shifted by the tap, zero outside the
+/// image.
+pub(super) fn im2col_row(x: &[f32], g: &ConvGeometry, tile: &Tile, r: usize, row: &mut [f32]) {
+    let (h, w, hw) = (g.height, g.width, g.pixels());
+    let kk = g.kernel * g.kernel;
+    let (c, tap) = (r / kk, r % kk);
+    // Offsets of the source pixel: −1, 0 or +1 (always 0 for 1×1).
+    let (dy, dx) = if g.kernel == 1 {
+        (0, 0)
+    } else {
+        (tap as isize / 3 - 1, tap as isize % 3 - 1)
+    };
     let per_image = tile.image_pixels(g);
     for j in 0..tile.images {
         let image = &x[(tile.first_image + j) * g.in_channels * hw..][..g.in_channels * hw];
         let plane = &image[c * hw..(c + 1) * hw];
-        if g.kernel == 1 {
-            rows[j * per_image..][..per_image]
-                .copy_from_slice(&plane[tile.first_row * w..][..per_image]);
+        let dst = &mut row[j * per_image..][..per_image];
+        if dy == 0 && dx == 0 {
+            dst.copy_from_slice(&plane[tile.first_row * w..][..per_image]);
             continue;
         }
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let dst = &mut rows[(ky * 3 + kx) * n + j * per_image..][..per_image];
-                for (i, out_row) in dst.chunks_exact_mut(w).enumerate() {
-                    let sy = (tile.first_row + i) as isize + ky as isize - 1;
-                    if sy < 0 || sy >= h as isize {
-                        out_row.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
-                    match kx {
-                        0 => {
-                            out_row[0] = 0.0;
-                            out_row[1..].copy_from_slice(&src[..w - 1]);
-                        }
-                        1 => out_row.copy_from_slice(src),
-                        _ => {
-                            out_row[..w - 1].copy_from_slice(&src[1..]);
-                            out_row[w - 1] = 0.0;
-                        }
-                    }
+        for (i, out_row) in dst.chunks_exact_mut(w).enumerate() {
+            let sy = (tile.first_row + i) as isize + dy;
+            if sy < 0 || sy >= h as isize {
+                out_row.fill(0.0);
+                continue;
+            }
+            let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+            match dx {
+                -1 => {
+                    out_row[0] = 0.0;
+                    out_row[1..].copy_from_slice(&src[..w - 1]);
+                }
+                0 => out_row.copy_from_slice(src),
+                _ => {
+                    out_row[..w - 1].copy_from_slice(&src[1..]);
+                    out_row[w - 1] = 0.0;
                 }
             }
         }
@@ -213,7 +226,7 @@ fn im2col_channel(x: &[f32], g: &ConvGeometry, tile: &Tile, c: usize, rows: &mut
 
 /// Work items (the tiles), and how many threads each product may use itself (all of them when
 /// there are too few tiles to keep the pool busy).
-fn plan(g: &ConvGeometry) -> (Vec<Tile>, usize) {
+pub(super) fn plan(g: &ConvGeometry) -> (Vec<Tile>, usize) {
     let tiles = g.tiles();
     let threads = rayon::current_num_threads();
     let inner = if tiles.len() >= 2 * threads {
@@ -225,7 +238,7 @@ fn plan(g: &ConvGeometry) -> (Vec<Tile>, usize) {
 }
 
 /// Runs `f` on every tile, in parallel over tiles unless each tile parallelises itself.
-fn for_each_tile(tiles: &[Tile], inner: usize, f: impl Fn(&Tile) + Sync) {
+pub(super) fn for_each_tile(tiles: &[Tile], inner: usize, f: impl Fn(&Tile) + Sync) {
     if inner > 1 {
         tiles.iter().for_each(&f);
     } else {
@@ -294,6 +307,19 @@ unsafe fn conv_forward_raw(
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
     assert_eq!(x.len(), g.batch * g.in_channels * hw);
     assert_eq!(w.len(), o * patch);
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), o, "conv: one bias per output channel");
+    }
+    if let Some(packed) = packed {
+        assert!(
+            packed.rows() == o && packed.cols() == patch,
+            "conv: packed weights of another shape"
+        );
+        let post = PostOp { bias, epilogue };
+        // SAFETY: the caller's contract.
+        unsafe { conv_bf16::conv_forward_bf16(x, packed, post, g, out) };
+        return;
+    }
     let (tiles, inner) = plan(g);
     let dst_len = g.batch * o * hw;
     let dst_base = SendPtr(out);
@@ -305,19 +331,8 @@ unsafe fn conv_forward_raw(
         row_stride: patch,
         col_stride: 1,
     };
-    let left = match packed {
-        Some(p) => {
-            assert!(
-                p.rows() == o && p.cols() == patch,
-                "conv: packed weights of another shape"
-            );
-            Left::Bf16(p)
-        }
-        None => Left::F32(lhs),
-    };
     for_each_tile(&tiles, inner, |tile| {
         let n = tile.columns(g);
-        let per_image = tile.image_pixels(g);
         let p0 = tile.first_row * g.width;
         let finish = |row: &mut [f32], oc: usize| {
             if bias.is_some() || epilogue != Epilogue::Identity {
@@ -347,7 +362,7 @@ unsafe fn conv_forward_raw(
                 // SAFETY: tiles cover disjoint pixels of `out`.
                 #[allow(unsafe_code)]
                 unsafe {
-                    sgemm::product(dst, left, rhs, inner)
+                    sgemm(dst, lhs, rhs, false, inner)
                 };
             } else {
                 COLUMNS.with(|cell| {
@@ -365,7 +380,7 @@ unsafe fn conv_forward_raw(
                     // SAFETY: as above.
                     #[allow(unsafe_code)]
                     unsafe {
-                        sgemm::product(dst, left, rhs, inner)
+                        sgemm(dst, lhs, rhs, false, inner)
                     };
                 });
             }
@@ -391,7 +406,7 @@ unsafe fn conv_forward_raw(
                         row_stride: n,
                         col_stride: 1,
                     };
-                    let scratch = MatMut {
+                    let block = MatMut {
                         base: product.as_mut_ptr(),
                         len: product.len(),
                         offset: 0,
@@ -402,38 +417,53 @@ unsafe fn conv_forward_raw(
                     // SAFETY: the scratch block belongs to this thread.
                     #[allow(unsafe_code)]
                     unsafe {
-                        sgemm::product(scratch, left, rhs, inner)
+                        sgemm(block, lhs, rhs, false, inner)
                     };
-                    for j in 0..tile.images {
-                        let dst = MatMut {
-                            base: dst_base.get(),
-                            len: dst_len,
-                            offset: (tile.first_image + j) * o * hw,
-                            rows: o,
-                            cols: hw,
-                            row_stride: hw,
-                        };
-                        for oc in 0..o {
-                            let src = &product[oc * n + j * per_image..][..per_image];
-                            // SAFETY: this tile owns these images of `out`; the row is written
-                            // whole (through the raw pointer: it may be uninitialised) before
-                            // it is borrowed.
-                            #[allow(unsafe_code)]
-                            let row = unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    src.as_ptr(),
-                                    dst.base.add(dst.offset + oc * dst.row_stride),
-                                    per_image,
-                                );
-                                dst.row(oc)
-                            };
-                            finish(row, oc);
-                        }
-                    }
+                    // SAFETY: this tile owns these images of `out`.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        scatter_images(product, g, tile, dst_base, |row, oc| finish(row, oc))
+                    };
                 });
             });
         }
     });
+}
+
+/// Copies a multi-image tile's product (`O × n`, the images side by side) into the images'
+/// output planes, then runs `finish(row, output_channel)` on each copied row.
+///
+/// # Safety
+/// `out` is the convolution's destination (`B·O·H·W` values) and this tile's images of it
+/// are accessed by no one else during the call.
+#[allow(unsafe_code)]
+pub(super) unsafe fn scatter_images(
+    product: &[f32],
+    g: &ConvGeometry,
+    tile: &Tile,
+    out: SendPtr,
+    finish: impl Fn(&mut [f32], usize),
+) {
+    let (o, hw, n) = (g.out_channels, g.pixels(), tile.columns(g));
+    assert_eq!(
+        tile.rows, g.height,
+        "conv: multi-image tiles hold whole images"
+    );
+    assert!(product.len() >= o * n && tile.first_image + tile.images <= g.batch);
+    for j in 0..tile.images {
+        for oc in 0..o {
+            let src = &product[oc * n + j * hw..][..hw];
+            // SAFETY: in bounds (image `first_image + j` < batch, channel `oc` < O); the row is
+            // written whole through the raw pointer (it may be uninitialised) before it is
+            // borrowed, and this tile owns it (the caller's contract).
+            let row = unsafe {
+                let at = out.get().add(((tile.first_image + j) * o + oc) * hw);
+                std::ptr::copy_nonoverlapping(src.as_ptr(), at, hw);
+                std::slice::from_raw_parts_mut(at, hw)
+            };
+            finish(row, oc);
+        }
+    }
 }
 
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
@@ -567,10 +597,10 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
 
 /// A raw pointer that may cross threads (the regions written through it are disjoint).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -8,6 +8,7 @@ mod bf16_gemm;
 mod blur;
 mod cache_size;
 mod conv;
+mod conv_bf16;
 mod fused;
 mod sgd;
 mod sgemm;

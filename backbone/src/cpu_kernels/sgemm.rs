@@ -1,7 +1,5 @@
-//! A checked wrapper around the `gemm` crate's f32 matrix product, and the dispatch between it
-//! and the bf16 product.
-
-use super::bf16_gemm::{PackedWeights, gemm_bf16};
+//! A checked wrapper around the `gemm` crate's f32 matrix product, the matrix views both
+//! products take, and the split of a product's rows across threads.
 
 /// A matrix view over a slice: element `(r, c)` at `offset + r·row_stride + c·col_stride`.
 #[derive(Debug, Clone, Copy)]
@@ -92,45 +90,16 @@ pub enum Products {
     Bf16,
 }
 
-/// The left operand of [`product`]: f32 as it is, or packed for bf16 products.
-#[derive(Clone, Copy)]
-pub enum Left<'a> {
-    /// f32 products.
-    F32(MatRef<'a>),
-    /// bf16 products.
-    Bf16(&'a PackedWeights),
-}
-
-/// `dst = left · rhs` (see [`sgemm`] for the shapes and threads); bf16 products need
-/// contiguous `rhs` rows.
-///
-/// # Safety
-/// As [`sgemm`].
-#[allow(unsafe_code)]
-pub unsafe fn product(dst: MatMut, left: Left<'_>, rhs: MatRef<'_>, threads: usize) {
-    let packed = match left {
-        // SAFETY: the caller's contract.
-        Left::F32(lhs) => return unsafe { sgemm(dst, lhs, rhs, false, threads) },
-        Left::Bf16(packed) => packed,
-    };
-    assert_eq!(packed.rows(), dst.rows, "gemm: lhs rows");
-    assert!(rhs.in_bounds() && dst.in_bounds(), "gemm: out of bounds");
-    let split = in_row_blocks(dst, threads, |block, first| {
-        // SAFETY: the blocks are disjoint rows of the caller's exclusive region.
-        unsafe { gemm_bf16(block, packed, first, rhs) };
-    });
-    if !split {
-        // SAFETY: the caller's exclusive region, whole.
-        unsafe { gemm_bf16(dst, packed, 0, rhs) };
-    }
-}
-
 /// On the pool, splits `dst`'s rows (output channels) into one block per thread (whole multiples
 /// of [`ROW_BLOCK_ALIGN`] rows) and runs `block(rows, first_row)` on each: one fork-join per
 /// product instead of the gemm crate's finer-grained synchronisation, which left cores idle on
 /// the small maps of a batch of one. Returns `false`, running nothing, for one thread or too
 /// few rows.
-fn in_row_blocks(dst: MatMut, threads: usize, block: impl Fn(MatMut, usize) + Sync) -> bool {
+pub(super) fn in_row_blocks(
+    dst: MatMut,
+    threads: usize,
+    block: impl Fn(MatMut, usize) + Sync,
+) -> bool {
     if threads <= 1 || dst.rows < 2 * ROW_BLOCK_ALIGN {
         return false;
     }
