@@ -87,6 +87,28 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         "pretrained {pre} not clearly above scratch {scratch}"
     );
 
+    // With the small-data regularisers on, in both runs, pretrained still wins clearly.
+    let regularisers = ["--mixup", "0.2", "--cutmix", "1.0"];
+    let mut args = vec!["--weights", bundle.as_str(), "-o", "pre-reg"];
+    args.extend(common);
+    args.extend(regularisers);
+    let (pre_reg, _) = finetune(d, &args);
+    let mut args = vec!["--recipe", "scratch.toml", "-o", "scratch-reg"];
+    args.extend(common);
+    args.extend(regularisers);
+    let (scratch_reg, _) = finetune(d, &args);
+    let (pre_reg, scratch_reg) = (
+        pre_reg["best_metric"].as_f64().unwrap(),
+        scratch_reg["best_metric"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "with mixup 0.2 + cutmix 1.0: pretrained {pre_reg:.1} %, from scratch {scratch_reg:.1} %"
+    );
+    assert!(
+        pre_reg >= scratch_reg + 20.0,
+        "with regularisers: pretrained {pre_reg} not clearly above scratch {scratch_reg}"
+    );
+
     // A flag wins over the weights, and the log names it.
     let mut args = vec![
         "--weights",

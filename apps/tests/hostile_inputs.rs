@@ -246,6 +246,10 @@ fn training_settings_are_checked_before_anything_runs() {
         (vec!["--lr", "NaN"], "lr"),
         (vec!["--ema-decay", "1.5"], "ema_decay"),
         (vec!["--epochs", "0"], "epochs"),
+        (vec!["--mixup=-0.5"], "mixup"),
+        (vec!["--cutmix", "inf"], "cutmix"),
+        (vec!["--mixup-prob", "1.5"], "mixup_prob"),
+        (vec!["--mixup-switch-prob=-1"], "mixup_switch_prob"),
     ] {
         let mut args = vec!["--data", "no-such-folder"];
         args.extend(flags.iter().copied());

@@ -68,6 +68,14 @@ pub struct TrainConfig {
     pub ema_decay: Option<f64>,
     /// Label smoothing for single-label training.
     pub label_smoothing: f64,
+    /// Mixup's α (the Beta distribution of the blend weight); 0 turns Mixup off.
+    pub mixup: f64,
+    /// CutMix's α; 0 turns CutMix off.
+    pub cutmix: f64,
+    /// Probability that a batch is mixed at all (when `mixup` or `cutmix` is on).
+    pub mixup_prob: f64,
+    /// With both on: probability that a mixed batch uses CutMix rather than Mixup.
+    pub mixup_switch_prob: f64,
     /// The multi-label loss.
     pub multilabel_loss: MultiLabelLoss,
     /// Square input size.
@@ -116,6 +124,10 @@ impl Default for TrainConfig {
             clip_grad: None,
             ema_decay: None,
             label_smoothing: 0.1,
+            mixup: 0.0,
+            cutmix: 0.0,
+            mixup_prob: 1.0,
+            mixup_switch_prob: 0.5,
             multilabel_loss: MultiLabelLoss::default(),
             input_size: 224,
             augment: Augment::Full,
@@ -178,6 +190,8 @@ impl TrainConfig {
         }
         let non_negative = [
             ("weight_decay", self.weight_decay),
+            ("mixup", self.mixup),
+            ("cutmix", self.cutmix),
             ("multilabel_loss.gamma_neg", self.multilabel_loss.gamma_neg),
             ("multilabel_loss.gamma_pos", self.multilabel_loss.gamma_pos),
         ];
@@ -195,6 +209,20 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&value) {
                 return Err(bad(key, "in [0, 1)", &value));
             }
+        }
+        for (key, value) in [
+            ("mixup_prob", self.mixup_prob),
+            ("mixup_switch_prob", self.mixup_switch_prob),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(bad(key, "in [0, 1]", &value));
+            }
+        }
+        if (self.mixup > 0.0 || self.cutmix > 0.0) && self.detector.is_some() {
+            return Err(anyhow::anyhow!(
+                "training settings `mixup` / `cutmix` blend classification targets; detection \
+                 runs cannot use them"
+            ));
         }
         if let Some(clip) = self.clip_grad
             && !(clip.is_finite() && clip > 0.0)

@@ -3,6 +3,7 @@
 //! Transfer learning and training from scratch: settings, data, optimisers, schedules, EMA,
 //! checkpoints and the loop that ties them together (used by `finetune` and `bench --train`).
 
+mod batch_mixing;
 mod checkpoint;
 mod config;
 mod data;
@@ -20,6 +21,7 @@ mod trainer;
 mod training_set;
 mod validation;
 
+pub use batch_mixing::{BatchMix, smoothed_one_hot};
 pub use checkpoint::{
     Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, load_latest_checkpoint,
     save_checkpoint,

@@ -1,21 +1,25 @@
 //! The loss a run minimises: cross-entropy (with label smoothing) for single-label runs, the
-//! asymmetric loss for multi-label ones.
+//! asymmetric loss for multi-label ones; on batches mixed by Mixup / CutMix, the same losses on
+//! the blended targets (single-label: a soft-target cross-entropy).
 
 use candle_core::{Device, Tensor};
 use tresnet_heads::losses::{
-    AsymmetricLoss, AsymmetricSingleLabelLoss, asymmetric_loss, single_label_loss,
+    AsymmetricLoss, AsymmetricSingleLabelLoss, asymmetric_loss, single_label_loss, soft_target_loss,
 };
 use tresnet_runtime::TaskKind;
 
+use crate::batch_mixing::{BatchMix, smoothed_one_hot};
 use crate::config::TrainConfig;
 use crate::data::Target;
 
-/// Mean over the batch of the task's loss: a scalar that backpropagates.
+/// Mean over the batch of the task's loss on `(B, K)` logits of images mixed as `mix`: a
+/// scalar that backpropagates.
 pub(crate) fn task_loss(
     task: TaskKind,
     cfg: &TrainConfig,
     logits: &Tensor,
     targets: &[Target],
+    mix: &BatchMix,
     device: &Device,
 ) -> tresnet_heads::Result<Tensor> {
     let smoothing = cfg.label_smoothing;
@@ -25,6 +29,11 @@ pub(crate) fn task_loss(
                 .iter()
                 .map(|t| if let Target::Class(c) = t { *c } else { 0 })
                 .collect();
+            if mix.is_mixed() {
+                let k = logits.dims()[1];
+                let soft = mix.mix_targets(&smoothed_one_hot(&classes, k, smoothing, device)?)?;
+                return soft_target_loss(logits, &soft);
+            }
             single_label_loss(
                 &AsymmetricSingleLabelLoss::cross_entropy(smoothing),
                 logits,
@@ -40,7 +49,7 @@ pub(crate) fn task_loss(
                     Target::Class(_) | Target::Boxes(_) => vec![0.0; k],
                 })
                 .collect();
-            let y = Tensor::from_vec(flat, (targets.len(), k), device)?;
+            let y = mix.mix_targets(&Tensor::from_vec(flat, (targets.len(), k), device)?)?;
             let m = cfg.multilabel_loss;
             let loss = AsymmetricLoss {
                 gamma_neg: m.gamma_neg,

@@ -15,6 +15,7 @@ use tresnet_heads::metrics::{ScoreTable, calibrate_thresholds};
 use tresnet_runtime::TaskKind;
 use tresnet_runtime::model_bundle::{BundleInfo, write_bundle};
 
+use crate::batch_mixing::BatchMix;
 use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState, save_checkpoint};
 use crate::data::{Target, TrainingData, run_preprocess};
 use crate::ema::Ema;
@@ -224,8 +225,8 @@ impl Trainer {
         self.model.set_frozen(&self.frozen, true);
     }
 
-    /// One batch: images `(B, 3, H, W)` on the trainer's device and one target per image.
-    /// Its loss is backpropagated (scaled under f16) and added to the micro-batches since the
+    /// One batch: images `(B, 3, H, W)` on the trainer's device and one target per image,
+    /// mixed first when the settings turn Mixup / CutMix on. Its loss is backpropagated (scaled under f16) and added to the micro-batches since the
     /// last update; every `accumulate` batches their mean gradient is unscaled, checked,
     /// clipped and applied at the schedule's rate, and the EMA follows. A non-finite loss or
     /// gradient skips the update and leaves the weights as they were; ten non-finite losses in
@@ -241,11 +242,22 @@ impl Trainer {
         let loss = if def.task == TaskKind::Detection {
             self.model.detection_loss(images, targets)?
         } else {
+            // Mixup / CutMix (when on): drawn from the seed, epoch and batch, so a resumed run
+            // mixes as an uninterrupted one.
+            let (_, _, height, width) = images.dims4()?;
+            let mix = BatchMix::draw(
+                cfg,
+                self.state.epoch,
+                self.state.batch_in_epoch,
+                height,
+                width,
+            );
             task_loss(
                 def.task,
                 cfg,
-                &self.model.logits(images)?,
+                &self.model.logits(&mix.mix_images(images)?)?,
                 targets,
+                &mix,
                 &self.device,
             )
         };

@@ -113,7 +113,13 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     };
     let data = TrainingData::load(&spec, 0.25, 3).unwrap();
     assert_eq!(data.task, TaskKind::MultiLabel);
-    let def = definition(&data, spec, settings());
+    // Mixup and CutMix on: their draws follow the run's position, not a generator's state.
+    let mixing = TrainConfig {
+        mixup: 0.4,
+        cutmix: 1.0,
+        ..settings()
+    };
+    let def = definition(&data, spec, mixing);
 
     let whole = train_until(run(&def, &data, &dir.path().join("whole")), None, None);
     assert!(!whole.stopped_early);

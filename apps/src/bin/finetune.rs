@@ -120,6 +120,19 @@ struct Cli {
     /// Micro-batches per optimiser step.
     #[arg(long)]
     accumulate: Option<usize>,
+    /// Mixup's α (blend weights from Beta(α, α), as timm's `--mixup`; e.g. 0.2-0.8); 0: off.
+    #[arg(long)]
+    mixup: Option<f64>,
+    /// CutMix's α (as timm's `--cutmix`; e.g. 1.0); 0: off.
+    #[arg(long)]
+    cutmix: Option<f64>,
+    /// Probability that a batch is mixed at all (default 1).
+    #[arg(long)]
+    mixup_prob: Option<f64>,
+    /// With --mixup and --cutmix both on: the share of mixed batches that use CutMix (default
+    /// 0.5).
+    #[arg(long)]
+    mixup_switch_prob: Option<f64>,
     /// Square input size (default: the starting weights' `pretrained_cfg`, else the recipe's,
     /// else 224).
     #[arg(long)]
@@ -215,7 +228,11 @@ fn run(cli: Cli) -> Result<()> {
         freeze_stages,
         seed,
         val_fraction,
-        workers
+        workers,
+        mixup,
+        cutmix,
+        mixup_prob,
+        mixup_switch_prob
     );
     if cli.clip_grad.is_some() {
         cfg.clip_grad = cli.clip_grad;

@@ -4,10 +4,12 @@
 mod asymmetric_loss;
 mod asymmetric_single_label;
 mod loss_tensor;
+mod soft_target_cross_entropy;
 
 pub use asymmetric_loss::AsymmetricLoss;
 pub use asymmetric_single_label::{AsymmetricSingleLabelLoss, Reduction};
 pub use loss_tensor::{logits_to_f64, loss_with_gradient};
+pub use soft_target_cross_entropy::soft_target_cross_entropy;
 
 use candle_core::Tensor;
 
@@ -21,6 +23,18 @@ pub fn asymmetric_loss(loss: &AsymmetricLoss, logits: &Tensor, targets: &Tensor)
         .flatten_all()?
         .to_vec1::<f64>()?;
     let (value, grad) = loss.value_and_grad(&x, &y)?;
+    loss_with_gradient(logits, value, &grad)
+}
+
+/// Soft-target cross-entropy (mean over rows) on `(B, K)` logits and `(B, K)` target
+/// distributions: a scalar that backpropagates.
+pub fn soft_target_loss(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (_, classes, x) = logits_to_f64(logits)?;
+    let y = targets
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let (value, grad) = soft_target_cross_entropy(&x, &y, classes)?;
     loss_with_gradient(logits, value, &grad)
 }
 
