@@ -109,6 +109,15 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         "with regularisers: pretrained {pre_reg} not clearly above scratch {scratch_reg}"
     );
 
+    // --patience ends a run that stops improving (here: a learning rate too small to move it).
+    let mut args = vec!["--weights", bundle.as_str(), "-o", "stalled"];
+    args.extend(["--data", "shapes", "--epochs", "6", "--val-fraction", "0.2"]);
+    args.extend(["--lr", "1e-12", "--schedule", "constant", "--patience", "1"]);
+    let (stalled, log) = finetune(d, &args);
+    assert_eq!(stalled["stopped_by_patience"], true, "{log}");
+    assert!(stalled["epochs"].as_array().unwrap().len() < 6, "{stalled}");
+    assert!(log.contains("(--patience)"), "{log}");
+
     // A flag wins over the weights, and the log names it.
     let mut args = vec![
         "--weights",

@@ -249,6 +249,7 @@ fn training_settings_are_checked_before_anything_runs() {
         (vec!["--mixup=-0.5"], "mixup"),
         (vec!["--cutmix", "inf"], "cutmix"),
         (vec!["--mixup-prob", "1.5"], "mixup_prob"),
+        (vec!["--patience", "0"], "patience"),
         (vec!["--mixup-switch-prob=-1"], "mixup_switch_prob"),
     ] {
         let mut args = vec!["--data", "no-such-folder"];

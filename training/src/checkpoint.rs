@@ -33,6 +33,26 @@ pub struct EpochRecord {
     pub img_per_sec: f64,
 }
 
+impl EpochRecord {
+    /// The better of the raw and EMA weights' metrics: what the best model is chosen by.
+    pub fn best_metric(&self) -> f64 {
+        self.ema_metric.map_or(self.metric, |e| e.max(self.metric))
+    }
+}
+
+/// Epochs since the last one that improved on every earlier epoch (0 when the latest did, or
+/// when there is no history): what early stopping counts.
+pub fn epochs_without_improvement(history: &[EpochRecord]) -> usize {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, record) in history.iter().enumerate() {
+        let metric = record.best_metric();
+        if best.is_none_or(|(_, b)| metric > b) {
+            best = Some((i, metric));
+        }
+    }
+    best.map_or(0, |(i, _)| history.len() - 1 - i)
+}
+
 /// Where a run stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {

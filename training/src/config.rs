@@ -86,6 +86,9 @@ pub struct TrainConfig {
     pub freeze_stages: usize,
     /// Epoch at which frozen stages are released (none: stay frozen).
     pub unfreeze_epoch: Option<usize>,
+    /// Stop once this many epochs in a row have not improved the best validation metric (the
+    /// better of the raw and EMA weights'); none: run every epoch.
+    pub patience: Option<usize>,
     /// Write a checkpoint every this many optimiser steps (and at every epoch's end).
     pub checkpoint_every: Option<usize>,
     /// Seed of initialisation, shuffling and augmentation.
@@ -134,6 +137,7 @@ impl Default for TrainConfig {
             freeze_stages: 0,
             unfreeze_epoch: None,
             checkpoint_every: None,
+            patience: None,
             seed: 0,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             val_fraction: 0.1,
@@ -236,6 +240,9 @@ impl TrainConfig {
         }
         if let Some(0) = self.checkpoint_every {
             return Err(bad("checkpoint_every", "at least 1", &0));
+        }
+        if let Some(0) = self.patience {
+            return Err(bad("patience", "at least 1", &0));
         }
         if !(tresnet::MIN_INPUT_SIDE..=4096).contains(&self.input_size) {
             return Err(bad(

@@ -23,8 +23,8 @@ mod validation;
 
 pub use batch_mixing::{BatchMix, smoothed_one_hot};
 pub use checkpoint::{
-    Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, load_latest_checkpoint,
-    save_checkpoint,
+    Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, epochs_without_improvement,
+    load_latest_checkpoint, save_checkpoint,
 };
 pub use config::{Augment, MultiLabelLoss, TrainConfig};
 pub use data::{

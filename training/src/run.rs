@@ -10,7 +10,9 @@ use tresnet::weights::StateDict;
 use tresnet_data::{BadItemPolicy, LoaderOptions};
 use tresnet_runtime::Progress;
 
-use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState};
+use crate::checkpoint::{
+    Checkpoint, EpochRecord, RunDefinition, RunState, epochs_without_improvement,
+};
 use crate::data::{TrainingData, run_preprocess};
 use crate::trainer::{StepOutcome, Trainer, best_dir};
 use crate::training_set::TrainingSet;
@@ -48,6 +50,8 @@ pub struct TrainOutcome {
     pub skipped_steps: Vec<(usize, String)>,
     /// Whether the caller stopped the run before its last epoch.
     pub stopped_early: bool,
+    /// The epochs run when `patience` ended the run before its last epoch.
+    pub patience_stop: Option<usize>,
     /// Optimiser steps skipped because an f16 gradient overflowed at the loss scale (the scale
     /// was halved each time; a few at the start of an `f16-mixed` run are normal).
     pub overflow_steps: usize,
@@ -85,10 +89,22 @@ pub fn train_with(
             final_state: trainer.weights()?,
             skipped_steps: trainer.skipped_steps().to_vec(),
             stopped_early,
+            patience_stop: None,
             overflow_steps: trainer.overflow_steps(),
         })
     };
+    // Early stopping counts from the history, so a resumed run stops where it would have.
+    let out_of_patience = |trainer: &Trainer| {
+        cfg.patience
+            .is_some_and(|p| epochs_without_improvement(&trainer.state().history) >= p)
+    };
     while trainer.state().epoch < cfg.epochs {
+        if out_of_patience(&trainer) {
+            return Ok(TrainOutcome {
+                patience_stop: Some(trainer.state().epoch),
+                ..outcome(&trainer, false)?
+            });
+        }
         let epoch = trainer.state().epoch;
         let options = LoaderOptions {
             batch_size: cfg.batch_size,

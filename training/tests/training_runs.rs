@@ -14,7 +14,7 @@ use tresnet_runtime::{BundleConfig, HeadName, TaskKind};
 use tresnet_training::{
     Augment, Checkpoint, DataSpec, INITIAL_LOSS_SCALE, Precision, RunDefinition, Schedule,
     StepOutcome, Target, TrainConfig, TrainOutcome, TrainRun, Trainer, TrainingData,
-    load_latest_checkpoint, train_with,
+    epochs_without_improvement, load_latest_checkpoint, train_with,
 };
 
 fn tiny_config(classes: usize) -> TResNetConfig {
@@ -386,4 +386,78 @@ fn a_resumed_detection_run_ends_where_an_uninterrupted_one_does() {
     assert_eq!(config.settings.task, Some(TaskKind::Detection));
     assert_eq!(config.settings.head, Some(HeadName::Fcos));
     assert!(config.settings.detector.is_some());
+}
+
+#[test]
+fn epochs_without_improvement_count_from_the_best_epoch() {
+    let record = |metric: f64, ema_metric: Option<f64>| tresnet_training::EpochRecord {
+        epoch: 0,
+        train_loss: 1.0,
+        metric,
+        ap50: None,
+        ema_metric,
+        img_per_sec: 1.0,
+    };
+    let count = |h: &[tresnet_training::EpochRecord]| epochs_without_improvement(h);
+    assert_eq!(count(&[]), 0);
+    assert_eq!(count(&[record(50.0, None)]), 0);
+    assert_eq!(count(&[record(50.0, None), record(60.0, None)]), 0);
+    // A tie is no improvement.
+    assert_eq!(
+        count(&[record(50.0, None), record(40.0, None), record(50.0, None)]),
+        2
+    );
+    // The EMA weights' metric counts as the epoch's.
+    assert_eq!(count(&[record(50.0, Some(70.0)), record(60.0, None)]), 1);
+}
+
+#[test]
+fn patience_ends_a_stalled_run_and_a_resumed_run_ends_at_the_same_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SyntheticConfig {
+        num_images: 32,
+        width: 48,
+        height: 48,
+        min_size: 12,
+        max_size: 20,
+        seed: 9,
+        ..SyntheticConfig::default()
+    };
+    let coco = write_synthetic_coco(&dir.path().join("data"), &cfg).unwrap();
+    let spec = DataSpec::Coco {
+        train_json: coco.annotations.clone(),
+        train_images: coco.images.clone(),
+        val: None,
+    };
+    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    // A learning rate too small to move the validation metric: it stalls from the start.
+    let stalled = TrainConfig {
+        epochs: 8,
+        lr: 1e-12,
+        schedule: Schedule::Constant,
+        augment: Augment::None,
+        ema_decay: None,
+        patience: Some(2),
+        ..settings()
+    };
+    let def = definition(&data, spec, stalled);
+    let whole = train_until(run(&def, &data, &dir.path().join("whole")), None, None);
+    let stopped_at = whole.patience_stop.expect("patience ends the run");
+    assert!(stopped_at < 8, "stopped after {stopped_at} of 8 epochs");
+    assert_eq!(whole.history.len(), stopped_at);
+    assert_eq!(epochs_without_improvement(&whole.history), 2);
+    // Every earlier epoch still had patience left.
+    for n in 1..stopped_at {
+        assert!(epochs_without_improvement(&whole.history[..n]) < 2);
+    }
+    // Killed in its second epoch, then resumed: the count comes from the checkpointed history.
+    let part = train_until(run(&def, &data, &dir.path().join("split")), None, Some(4));
+    assert!(part.stopped_early);
+    let ckpt = load_latest_checkpoint(&dir.path().join("split")).unwrap();
+    let resumed = train_until(
+        run(&def, &data, &dir.path().join("split")),
+        Some(ckpt),
+        None,
+    );
+    assert_eq!(resumed.patience_stop, Some(stopped_at));
 }

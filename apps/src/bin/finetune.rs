@@ -148,6 +148,10 @@ struct Cli {
     unfreeze_epoch: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Early stopping: end the run once this many epochs in a row have not improved the best
+    /// validation metric.
+    #[arg(long)]
+    patience: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -245,6 +249,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.checkpoint_every.is_some() {
         cfg.checkpoint_every = cli.checkpoint_every;
+    }
+    if cli.patience.is_some() {
+        cfg.patience = cli.patience;
     }
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
@@ -520,6 +527,13 @@ fn report(outcome: tresnet_training::TrainOutcome, quiet: bool) -> Result<()> {
                 r.img_per_sec
             );
         }
+        if let Some(epochs) = outcome.patience_stop {
+            eprintln!(
+                "finetune: stopped after {epochs} epochs: no better validation metric for the \
+                 last {} (--patience)",
+                tresnet_training::epochs_without_improvement(&outcome.history)
+            );
+        }
     }
     println!(
         "{}",
@@ -529,6 +543,7 @@ fn report(outcome: tresnet_training::TrainOutcome, quiet: bool) -> Result<()> {
             "epochs": outcome.history,
             "skipped_steps": outcome.skipped_steps.iter().map(|s| &s.1).collect::<Vec<_>>(),
             "loss_scale_overflows": outcome.overflow_steps,
+            "stopped_by_patience": outcome.patience_stop.is_some(),
         })
     );
     Ok(())
