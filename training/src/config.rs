@@ -62,6 +62,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Learning-rate schedule.
     pub schedule: Schedule,
+    /// Layer-wise learning-rate decay in (0, 1]: the head at the full rate, each block before
+    /// it `layer_decay` times the one after, the stem least (timm's `layer_decay`).
+    pub layer_decay: Option<f64>,
     /// Clip the global gradient norm to this value.
     pub clip_grad: Option<f64>,
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.9997).
@@ -124,6 +127,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::adamw(),
             weight_decay: 1e-4,
             schedule: Schedule::one_cycle(),
+            layer_decay: None,
             clip_grad: None,
             ema_decay: None,
             label_smoothing: 0.1,
@@ -240,6 +244,11 @@ impl TrainConfig {
         }
         if let Some(0) = self.checkpoint_every {
             return Err(bad("checkpoint_every", "at least 1", &0));
+        }
+        if let Some(decay) = self.layer_decay
+            && !(decay > 0.0 && decay <= 1.0)
+        {
+            return Err(bad("layer_decay", "in (0, 1]", &decay));
         }
         if let Some(0) = self.patience {
             return Err(bad("patience", "at least 1", &0));

@@ -10,6 +10,7 @@ mod data;
 mod detection_data;
 mod ema;
 mod gradients;
+mod layer_decay;
 mod loss_scale;
 mod optimizer;
 mod precision;
@@ -35,6 +36,7 @@ pub use detection_data::{
     DetectionTrainingSet, detection_items, detection_transform, write_ground_truth,
 };
 pub use ema::Ema;
+pub use layer_decay::layer_decay_scales;
 pub use loss_scale::{GROWTH_INTERVAL, INITIAL_LOSS_SCALE, LossScaleState, LossScaler, ScaledStep};
 pub use optimizer::{Optimizer, OptimizerKind, exempt_from_decay, named_gradients};
 pub use precision::Precision;

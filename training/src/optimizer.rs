@@ -62,6 +62,8 @@ struct Slot {
     name: String,
     var: Var,
     decay: bool,
+    /// This parameter's share of the learning rate (layer-wise decay; 1 otherwise).
+    lr_scale: f64,
     /// Momentum buffer (SGD) or first moment (AdamW).
     first: Option<Tensor>,
     /// Second moment (AdamW).
@@ -85,6 +87,7 @@ impl Optimizer {
                 name: name.clone(),
                 var: var.clone(),
                 decay: !exempt_from_decay(name, var),
+                lr_scale: 1.0,
                 first: None,
                 second: None,
             })
@@ -97,13 +100,23 @@ impl Optimizer {
         }
     }
 
+    /// Scales each parameter's learning rate by `scales[name]` (parameters not named keep
+    /// the full rate): layer-wise decay ([`crate::layer_decay_scales`]).
+    pub fn with_lr_scales(mut self, scales: &HashMap<String, f64>) -> Self {
+        for slot in &mut self.slots {
+            slot.lr_scale = scales.get(&slot.name).copied().unwrap_or(1.0);
+        }
+        self
+    }
+
     /// Number of updates applied so far.
     pub fn steps(&self) -> u64 {
         self.steps
     }
 
-    /// Applies one update with learning rate `lr` from `grads`; parameters named in `frozen`
-    /// (by prefix) and those without a gradient are left unchanged.
+    /// Applies one update with learning rate `lr` (times each parameter's scale) from `grads`;
+    /// parameters named in `frozen` (by prefix) and those without a gradient are left
+    /// unchanged.
     pub fn step(
         &mut self,
         grads: &HashMap<String, Tensor>,
@@ -119,6 +132,7 @@ impl Optimizer {
             let Some(grad) = grads.get(&slot.name) else {
                 continue;
             };
+            let lr = lr * slot.lr_scale;
             // Detached: a gradient computed by backprop still records the ops that made it, and
             // a moment buffer built from it would keep every step's graph (all activations)
             // alive — memory grew by a whole step's activations per step before this.

@@ -19,6 +19,7 @@ use crate::batch_mixing::BatchMix;
 use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState, save_checkpoint};
 use crate::data::{Target, TrainingData, run_preprocess};
 use crate::ema::Ema;
+use crate::layer_decay::layer_decay_scales;
 use crate::loss_scale::{LossScaler, ScaledStep};
 use crate::optimizer::{Optimizer, named_gradients};
 use crate::task_loss::task_loss;
@@ -150,6 +151,14 @@ impl Trainer {
         cfg.validate()?;
         let model = TrainableNet::new(&definition, weights, device)?;
         let mut optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay, model.parameters());
+        if let Some(decay) = cfg.layer_decay {
+            let names = model.parameters().iter().map(|(n, _)| n.as_str());
+            optimizer = optimizer.with_lr_scales(&layer_decay_scales(
+                names,
+                definition.model.layers,
+                decay,
+            ));
+        }
         if let Some(s) = &optimizer_state {
             optimizer.load_state(s)?;
         }

@@ -112,6 +112,10 @@ struct Cli {
     warmup_steps: usize,
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Layer-wise learning-rate decay in (0, 1] (timm's `--layer-decay`, e.g. 0.75): the head
+    /// at the full rate, each block before it this factor of the next, the stem least.
+    #[arg(long)]
+    layer_decay: Option<f64>,
     #[arg(long)]
     clip_grad: Option<f64>,
     /// EMA decay (e.g. 0.9997).
@@ -252,6 +256,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.patience.is_some() {
         cfg.patience = cli.patience;
+    }
+    if cli.layer_decay.is_some() {
+        cfg.layer_decay = cli.layer_decay;
     }
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
