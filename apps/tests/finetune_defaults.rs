@@ -88,7 +88,16 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
     );
 
     // With the small-data regularisers on, in both runs, pretrained still wins clearly.
-    let regularisers = ["--mixup", "0.2", "--cutmix", "1.0", "--layer-decay", "0.8"];
+    let regularisers = [
+        "--mixup",
+        "0.2",
+        "--cutmix",
+        "1.0",
+        "--layer-decay",
+        "0.8",
+        "--drop-path",
+        "0.1",
+    ];
     let mut args = vec!["--weights", bundle.as_str(), "-o", "pre-reg"];
     args.extend(common);
     args.extend(regularisers);
@@ -102,7 +111,7 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         scratch_reg["best_metric"].as_f64().unwrap(),
     );
     eprintln!(
-        "with mixup 0.2 + cutmix 1.0 + layer decay 0.8: pretrained {pre_reg:.1} %, from scratch {scratch_reg:.1} %"
+        "with mixup 0.2 + cutmix 1.0 + layer decay 0.8 + drop path 0.1: pretrained {pre_reg:.1} %, from scratch {scratch_reg:.1} %"
     );
     assert!(
         pre_reg >= scratch_reg + 20.0,

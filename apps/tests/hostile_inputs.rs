@@ -251,6 +251,7 @@ fn training_settings_are_checked_before_anything_runs() {
         (vec!["--mixup-prob", "1.5"], "mixup_prob"),
         (vec!["--patience", "0"], "patience"),
         (vec!["--layer-decay", "1.5"], "layer_decay"),
+        (vec!["--drop-path", "1"], "drop_path"),
         (vec!["--mixup-switch-prob=-1"], "mixup_switch_prob"),
     ] {
         let mut args = vec!["--data", "no-such-folder"];

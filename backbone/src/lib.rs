@@ -35,6 +35,7 @@ pub mod manifest;
 mod model;
 pub mod ops;
 pub mod pretrained;
+mod stochastic_depth;
 mod trainable;
 pub mod weights;
 
@@ -46,4 +47,5 @@ pub use hub_config::HubConfig;
 pub use layout::Layout;
 pub use manifest::Manifest;
 pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet, native_cpu_bf16};
+pub use stochastic_depth::StochasticDepth;
 pub use trainable::{BATCH_NORM_MOMENTUM, TrainableTResNet};

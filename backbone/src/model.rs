@@ -11,6 +11,7 @@ use crate::features::{FeatureInfo, FeatureMap, Features};
 use crate::layers::{ConvNormAct, LayerWeights, Linear, global_pool, space_to_depth};
 use crate::layout::Layout;
 use crate::manifest::Manifest;
+use crate::stochastic_depth::StochasticDepth;
 use crate::weights::{StateDict, check_state_dict, random_state_dict};
 
 /// Smallest input side: the blur before stage 4 needs a map of at least 2×2 (⌈H/16⌉ ≥ 2).
@@ -263,13 +264,35 @@ impl TResNet {
     /// Runs the body: `(N, C, H, W)` → stem map (stride 4) and the four stage maps
     /// (strides 4, 8, 16, 32).
     pub fn forward_features(&self, x: &Tensor) -> Result<Features> {
+        self.forward_features_with(x, None)
+    }
+
+    /// [`Self::forward_features`] with stochastic depth (training passes).
+    pub fn forward_features_with(
+        &self,
+        x: &Tensor,
+        depth: Option<&StochasticDepth>,
+    ) -> Result<Features> {
         let x = self.prepare_input(x)?;
         let stem = self.stem.forward(&space_to_depth(&x)?)?;
         let mut current = stem.clone();
         let mut stages = Vec::with_capacity(self.stages.len());
+        let blocks: usize = self.stages.iter().map(|s| s.blocks.len()).sum();
+        let mut index = 0;
         for stage in &self.stages {
             for block in &stage.blocks {
-                current = block.forward(&current)?;
+                let factor = match depth {
+                    Some(d) => d.block_factor(
+                        index,
+                        blocks,
+                        current.dim(0)?,
+                        current.dtype(),
+                        current.device(),
+                    )?,
+                    None => None,
+                };
+                current = block.forward_with(&current, factor.as_ref())?;
+                index += 1;
             }
             stages.push(FeatureMap {
                 name: stage.info.name.clone(),
@@ -305,7 +328,16 @@ impl TResNet {
 
     /// Everything at once: feature maps, pooled features and logits.
     pub fn forward_all(&self, x: &Tensor) -> Result<ModelOutput> {
-        let features = self.forward_features(x)?;
+        self.forward_all_with(x, None)
+    }
+
+    /// [`Self::forward_all`] with stochastic depth (training passes).
+    pub fn forward_all_with(
+        &self,
+        x: &Tensor,
+        depth: Option<&StochasticDepth>,
+    ) -> Result<ModelOutput> {
+        let features = self.forward_features_with(x, depth)?;
         let pre_logits = self.pre_logits(features.last())?;
         let logits = self.classify(&pre_logits)?;
         Ok(ModelOutput {

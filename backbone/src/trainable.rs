@@ -12,6 +12,7 @@ use crate::layers::{BatchNormTrain, LayerWeights, NormMode, RunningStats};
 use crate::layout::Layout;
 use crate::manifest::{EntryKind, Manifest};
 use crate::model::TResNet;
+use crate::stochastic_depth::StochasticDepth;
 use crate::weights::{StateDict, check_state_dict};
 
 /// PyTorch's batch-norm momentum (timm's default).
@@ -187,5 +188,11 @@ impl TrainableTResNet {
     /// Logits (or pooled features without a classifier) of a batch, in training mode.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         self.model.forward(images)
+    }
+
+    /// [`Self::forward`] with stochastic depth: `(N, 3, H, W)` → `(N, classes)`.
+    pub fn forward_with(&self, images: &Tensor, depth: &StochasticDepth) -> Result<Tensor> {
+        let out = self.model.forward_all_with(images, Some(depth))?;
+        Ok(out.logits.unwrap_or(out.pre_logits))
     }
 }

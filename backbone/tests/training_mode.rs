@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{BatchNormTrain, RunningStats};
-use tresnet::{BuildOptions, TResNet, TResNetConfig, TrainableTResNet};
+use tresnet::{BuildOptions, StochasticDepth, TResNet, TResNetConfig, TrainableTResNet};
 use tresnet_tests::{assert_close, lively_state, seeded_uniform};
 
 #[test]
@@ -180,5 +180,85 @@ fn trained_state_loads_into_the_inference_network() {
             .to_scalar::<f32>()
             .unwrap(),
         0.0
+    );
+}
+
+#[test]
+fn stochastic_depth_drops_whole_samples_and_trains_only_the_branches_it_keeps() {
+    let config = tiny_config();
+    let state = lively_state(&config, 3, 100);
+    let net = TrainableTResNet::new(&config, &state, DType::F64, &Device::Cpu).unwrap();
+    let x = seeded_uniform(1, 0.0, 1.0, &[2, 3, 64, 64], DType::F64);
+    // Rate 0 drops nothing: the plain training pass, bit for bit.
+    let none = StochasticDepth { rate: 0.0, seed: 1 };
+    let plain = net.forward(&x).unwrap();
+    assert_close(
+        &net.forward_with(&x, &none).unwrap(),
+        &plain,
+        0.0,
+        0.0,
+        "rate 0",
+    );
+    // A seed whose draw drops the last block's branch for the first image only.
+    let rate = 0.6;
+    let seed = (0..10_000u64)
+        .find(|&seed| {
+            let f = StochasticDepth { rate, seed }
+                .block_factor(3, 4, 2, DType::F64, &Device::Cpu)
+                .unwrap()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            f[0] == 0.0 && f[1] > 0.0
+        })
+        .unwrap();
+    let depth = StochasticDepth { rate, seed };
+    let dropped = net.forward_with(&x, &depth).unwrap();
+    assert_close(
+        &net.forward_with(&x, &depth).unwrap(),
+        &dropped,
+        0.0,
+        0.0,
+        "repeatable",
+    );
+    let branch: &Var = &net
+        .parameters()
+        .iter()
+        .find(|(n, _)| n == "body.layer4.0.conv1.conv.weight")
+        .unwrap()
+        .1;
+    let gradient_norm = |image: usize| -> f64 {
+        let out = net.forward_with(&x, &depth).unwrap();
+        let grads = out
+            .get(image)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        grads
+            .get(branch)
+            .map(|g| {
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            })
+            .unwrap_or(0.0)
+    };
+    // The dropped image's output does not depend on the dropped branch at all; the kept one's does.
+    assert_eq!(gradient_norm(0), 0.0);
+    assert!(gradient_norm(1) > 0.0);
+    // Inference is never dropped: the network's own forward is unchanged by training passes.
+    assert_close(
+        &net.forward(&x).unwrap(),
+        &plain,
+        1e-12,
+        0.0,
+        "after dropping",
     );
 }

@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution};
 
+use crate::batch_seed::{Stream, batch_seed};
 use crate::config::TrainConfig;
 
 /// How one batch is mixed.
@@ -55,7 +56,7 @@ impl BatchMix {
         if mixup <= 0.0 && cutmix <= 0.0 {
             return Self::None;
         }
-        let mut rng = StdRng::seed_from_u64(draw_seed(cfg.seed, epoch, batch));
+        let mut rng = StdRng::seed_from_u64(batch_seed(cfg.seed, Stream::Mixing, epoch, batch));
         if rng.random::<f64>() >= cfg.mixup_prob {
             return Self::None;
         }
@@ -165,21 +166,6 @@ fn mirrored(x: &Tensor) -> candle_core::Result<Tensor> {
     let n = x.dim(0)?;
     let order: Vec<u32> = (0..n as u32).rev().collect();
     x.index_select(&Tensor::new(order.as_slice(), x.device())?, 0)
-}
-
-/// One seed per (run seed, epoch, batch): SplitMix64 steps over the three.
-fn draw_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
-    let mut state = seed ^ 0x6d69_7875_705f_6d69; // "mixup_mi"
-    for value in [epoch as u64, batch as u64] {
-        state = state
-            .wrapping_add(value)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        state = z ^ (z >> 31);
-    }
-    state
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub struct TrainConfig {
     pub ema_decay: Option<f64>,
     /// Label smoothing for single-label training.
     pub label_smoothing: f64,
+    /// Stochastic depth: the last block's drop probability, rising linearly from 0 over the
+    /// blocks (timm's `drop_path_rate`); 0 turns it off. Training passes only.
+    pub drop_path: f64,
     /// Mixup's α (the Beta distribution of the blend weight); 0 turns Mixup off.
     pub mixup: f64,
     /// CutMix's α; 0 turns CutMix off.
@@ -131,6 +134,7 @@ impl Default for TrainConfig {
             clip_grad: None,
             ema_decay: None,
             label_smoothing: 0.1,
+            drop_path: 0.0,
             mixup: 0.0,
             cutmix: 0.0,
             mixup_prob: 1.0,
@@ -210,6 +214,7 @@ impl TrainConfig {
         }
         let fractions = [
             ("label_smoothing", self.label_smoothing),
+            ("drop_path", self.drop_path),
             ("multilabel_loss.clip", self.multilabel_loss.clip),
             ("val_fraction", self.val_fraction),
         ];
@@ -230,6 +235,12 @@ impl TrainConfig {
             return Err(anyhow::anyhow!(
                 "training settings `mixup` / `cutmix` blend classification targets; detection \
                  runs cannot use them"
+            ));
+        }
+        if self.drop_path > 0.0 && self.detector.is_some() {
+            return Err(anyhow::anyhow!(
+                "training setting `drop_path` applies to classification runs; detection runs \
+                 train without it"
             ));
         }
         if let Some(clip) = self.clip_grad

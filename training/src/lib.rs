@@ -4,6 +4,7 @@
 //! checkpoints and the loop that ties them together (used by `finetune` and `bench --train`).
 
 mod batch_mixing;
+mod batch_seed;
 mod checkpoint;
 mod config;
 mod data;

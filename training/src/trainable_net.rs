@@ -2,6 +2,7 @@
 //! head, behind one interface (parameters, batch-norm freezing, state dict, loss of a batch).
 
 use candle_core::{DType, Device, Tensor, Var};
+use tresnet::StochasticDepth;
 use tresnet::TrainableTResNet;
 use tresnet::layers::RunningStats;
 use tresnet::weights::StateDict;
@@ -117,9 +118,18 @@ impl TrainableNet {
         Ok(state)
     }
 
-    /// Classification logits `(B, classes)` of a batch, in f32 (classifier runs only).
-    pub fn logits(&self, images: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(self.backbone.forward(images)?.to_dtype(DType::F32)?)
+    /// Classification logits `(B, classes)` of a batch, in f32 (classifier runs only), with
+    /// stochastic depth when `depth` is given.
+    pub fn logits(
+        &self,
+        images: &Tensor,
+        depth: Option<&StochasticDepth>,
+    ) -> anyhow::Result<Tensor> {
+        let logits = match depth {
+            Some(d) => self.backbone.forward_with(images, d)?,
+            None => self.backbone.forward(images)?,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 
     /// The FCOS loss of a batch `(B, 3, H, W)` with one [`Target::Boxes`] per image (detection

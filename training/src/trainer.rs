@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
+use tresnet::StochasticDepth;
 use tresnet::layers::RunningStats;
 use tresnet::weights::StateDict;
 use tresnet_heads::HeadsError;
@@ -16,6 +17,7 @@ use tresnet_runtime::TaskKind;
 use tresnet_runtime::model_bundle::{BundleInfo, write_bundle};
 
 use crate::batch_mixing::BatchMix;
+use crate::batch_seed::{Stream, batch_seed};
 use crate::checkpoint::{Checkpoint, EpochRecord, RunDefinition, RunState, save_checkpoint};
 use crate::data::{Target, TrainingData, run_preprocess};
 use crate::ema::Ema;
@@ -251,8 +253,8 @@ impl Trainer {
         let loss = if def.task == TaskKind::Detection {
             self.model.detection_loss(images, targets)?
         } else {
-            // Mixup / CutMix (when on): drawn from the seed, epoch and batch, so a resumed run
-            // mixes as an uninterrupted one.
+            // Mixup / CutMix and stochastic depth (when on): drawn from the seed, epoch and
+            // batch, so a resumed run mixes and drops as an uninterrupted one.
             let (_, _, height, width) = images.dims4()?;
             let mix = BatchMix::draw(
                 cfg,
@@ -261,10 +263,21 @@ impl Trainer {
                 height,
                 width,
             );
+            let depth = (cfg.drop_path > 0.0).then(|| StochasticDepth {
+                rate: cfg.drop_path,
+                seed: batch_seed(
+                    cfg.seed,
+                    Stream::DropPath,
+                    self.state.epoch,
+                    self.state.batch_in_epoch,
+                ),
+            });
             task_loss(
                 def.task,
                 cfg,
-                &self.model.logits(&mix.mix_images(images)?)?,
+                &self
+                    .model
+                    .logits(&mix.mix_images(images)?, depth.as_ref())?,
                 targets,
                 &mix,
                 &self.device,

@@ -124,6 +124,10 @@ struct Cli {
     /// Micro-batches per optimiser step.
     #[arg(long)]
     accumulate: Option<usize>,
+    /// Stochastic depth: the last block's drop probability, rising linearly from 0 over the
+    /// blocks (timm's `--drop-path`, e.g. 0.1); training passes only.
+    #[arg(long)]
+    drop_path: Option<f64>,
     /// Mixup's α (blend weights from Beta(α, α), as timm's `--mixup`; e.g. 0.2-0.8); 0: off.
     #[arg(long)]
     mixup: Option<f64>,
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
         seed,
         val_fraction,
         workers,
+        drop_path,
         mixup,
         cutmix,
         mixup_prob,

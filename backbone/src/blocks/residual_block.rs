@@ -48,6 +48,12 @@ impl ResidualBlock {
 
     /// Runs the block.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, None)
+    }
+
+    /// Runs the block with its branch scaled per sample by `branch_factor` `(N, 1, 1, 1)`
+    /// before the shortcut is added (stochastic depth in training; `None`: as `forward`).
+    pub fn forward_with(&self, x: &Tensor, branch_factor: Option<&Tensor>) -> Result<Tensor> {
         let shortcut = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -60,6 +66,9 @@ impl ResidualBlock {
             {
                 out = se.forward(&out)?;
             }
+        }
+        if let Some(factor) = branch_factor {
+            out = out.broadcast_mul(factor)?;
         }
         add_relu(&out, &shortcut)
     }
