@@ -97,6 +97,7 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         "0.8",
         "--drop-path",
         "0.1",
+        "--balance",
     ];
     let mut args = vec!["--weights", bundle.as_str(), "-o", "pre-reg"];
     args.extend(common);
@@ -111,7 +112,7 @@ fn a_pretrained_bundle_sets_the_data_config_and_beats_training_from_scratch() {
         scratch_reg["best_metric"].as_f64().unwrap(),
     );
     eprintln!(
-        "with mixup 0.2 + cutmix 1.0 + layer decay 0.8 + drop path 0.1: pretrained {pre_reg:.1} %, from scratch {scratch_reg:.1} %"
+        "with mixup 0.2 + cutmix 1.0 + layer decay 0.8 + drop path 0.1 + balance: pretrained {pre_reg:.1} %, from scratch {scratch_reg:.1} %"
     );
     assert!(
         pre_reg >= scratch_reg + 20.0,

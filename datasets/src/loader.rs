@@ -6,9 +6,9 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::error::{DataError, Result};
 
@@ -62,6 +62,10 @@ pub struct LoaderOptions {
     /// Skip this many batches at the start of the epoch (resuming a run mid-epoch; the batches
     /// after them are exactly those an uninterrupted epoch would give).
     pub start_batch: usize,
+    /// Weighted sampling (class-balanced training): the epoch draws as many samples as the
+    /// dataset holds, with replacement, sample `i` with probability `weights[i] / Σ weights`
+    /// (seeded by `shuffle_seed` or `seed`, and the epoch). `None`: every sample once.
+    pub sample_weights: Option<Arc<[f64]>>,
 }
 
 impl Default for LoaderOptions {
@@ -76,6 +80,7 @@ impl Default for LoaderOptions {
             drop_last: false,
             bad_items: BadItemPolicy::SkipAndReport,
             start_batch: 0,
+            sample_weights: None,
         }
     }
 }
@@ -91,11 +96,14 @@ pub struct Batch<T> {
     pub skipped: Vec<(usize, DataError)>,
 }
 
-type Job = (usize, Vec<usize>);
+/// A batch to load: its number and, per sample, `(dataset index, augmentation key)` (the key is
+/// the index, plus a multiple of the dataset's length for a repeated draw of the same sample, so
+/// that each draw is augmented on its own).
+type Job = (usize, Vec<(usize, usize)>);
 
 /// An iterator over the batches of one epoch; dropping it stops the workers.
 pub struct Loader<T: Send + 'static> {
-    batches: Vec<Vec<usize>>,
+    batches: Vec<Vec<(usize, usize)>>,
     next_to_yield: usize,
     next_to_send: usize,
     prefetch: usize,
@@ -129,8 +137,8 @@ fn load_job<D: Dataset>(
         items: Vec::with_capacity(indices.len()),
         skipped: Vec::new(),
     };
-    for index in indices {
-        let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, index));
+    for (index, key) in indices {
+        let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, key));
         // A panic inside a decoder (a bug in it, set off by a hostile file) becomes this item's
         // error: the worker lives on and the batch still arrives.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -150,6 +158,41 @@ fn load_job<D: Dataset>(
     batch
 }
 
+/// `len` draws with replacement, index `i` with probability `weights[i] / Σ weights`.
+fn weighted_draws(weights: &[f64], len: usize, options: &LoaderOptions) -> Result<Vec<usize>> {
+    if weights.len() != len {
+        return Err(DataError::Config(format!(
+            "{} sample weights for {len} samples",
+            weights.len()
+        )));
+    }
+    let mut cumulative = Vec::with_capacity(len);
+    let mut total = 0.0;
+    for (i, &w) in weights.iter().enumerate() {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(DataError::Config(format!(
+                "sample weight {i} is {w}: weights must be finite and ≥ 0"
+            )));
+        }
+        total += w;
+        cumulative.push(total);
+    }
+    if len > 0 && !(total > 0.0 && total.is_finite()) {
+        return Err(DataError::Config(
+            "sample weights sum to zero (or overflow): nothing to draw".into(),
+        ));
+    }
+    let seed = options.shuffle_seed.unwrap_or(options.seed);
+    let mut rng = StdRng::seed_from_u64(sample_seed(seed, options.epoch, usize::MAX - 1));
+    Ok((0..len)
+        .map(|_| {
+            let target = rng.random::<f64>() * total;
+            // The first index whose running total passes the target (zero weights never do).
+            cumulative.partition_point(|&c| c <= target).min(len - 1)
+        })
+        .collect())
+}
+
 /// The text of a panic payload (`panic!` with a string or a format), else a placeholder.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -165,17 +208,33 @@ impl<T: Send + 'static> Loader<T> {
         if options.batch_size == 0 {
             return Err(DataError::Config("batch size must be at least 1".into()));
         }
-        let mut order: Vec<usize> = (0..dataset.len()).collect();
-        if let Some(seed) = options.shuffle_seed {
-            order.shuffle(&mut StdRng::seed_from_u64(sample_seed(
-                seed,
-                options.epoch,
-                usize::MAX,
-            )));
-        }
-        let mut batches: Vec<Vec<usize>> = order
+        let order = match &options.sample_weights {
+            Some(weights) => weighted_draws(weights, dataset.len(), options)?,
+            None => {
+                let mut order: Vec<usize> = (0..dataset.len()).collect();
+                if let Some(seed) = options.shuffle_seed {
+                    order.shuffle(&mut StdRng::seed_from_u64(sample_seed(
+                        seed,
+                        options.epoch,
+                        usize::MAX,
+                    )));
+                }
+                order
+            }
+        };
+        // Augmentation keys: a sample's k-th draw in the epoch gets index + k·len.
+        let mut draws = vec![0usize; dataset.len()];
+        let keyed: Vec<(usize, usize)> = order
+            .into_iter()
+            .map(|index| {
+                let k = draws[index];
+                draws[index] += 1;
+                (index, index.saturating_add(k.saturating_mul(dataset.len())))
+            })
+            .collect();
+        let mut batches: Vec<Vec<(usize, usize)>> = keyed
             .chunks(options.batch_size)
-            .map(<[usize]>::to_vec)
+            .map(<[(usize, usize)]>::to_vec)
             .collect();
         if options.drop_last && batches.last().is_some_and(|b| b.len() < options.batch_size) {
             batches.pop();
@@ -376,6 +435,79 @@ mod tests {
             ordered[0].1.iter().map(|x| x.0).collect::<Vec<_>>(),
             vec![0, 1, 2, 3]
         );
+    }
+
+    #[test]
+    fn weighted_epochs_draw_by_weight_with_their_own_augmentation_per_draw() {
+        // Samples 0..30 (every 7th broken); weight 0 on the even ones, 3 on 9, 1 elsewhere.
+        let weights: Vec<f64> = (0..30)
+            .map(|i| match i {
+                9 => 3.0,
+                i if i % 2 == 0 => 0.0,
+                _ => 1.0,
+            })
+            .collect();
+        let options = LoaderOptions {
+            batch_size: 5,
+            workers: 2,
+            shuffle_seed: Some(4),
+            sample_weights: Some(Arc::from(weights)),
+            ..LoaderOptions::default()
+        };
+        let mut counts = [0usize; 30];
+        let mut repeats_differ = false;
+        for epoch in 0..40 {
+            let epoch_options = LoaderOptions {
+                epoch,
+                ..options.clone()
+            };
+            let batches = run(&epoch_options);
+            assert_eq!(batches, run(&epoch_options), "epoch {epoch} repeats");
+            let drawn: Vec<usize> = batches
+                .iter()
+                .flat_map(|b| b.1.iter().map(|x| x.0).chain(b.2.iter().copied()))
+                .collect();
+            assert_eq!(drawn.len(), 30, "as many draws as samples");
+            for &i in &drawn {
+                counts[i] += 1;
+            }
+            // Two draws of one sample in an epoch get their own augmentation streams.
+            let values: Vec<(usize, u32)> = batches.iter().flat_map(|b| b.1.clone()).collect();
+            repeats_differ |= values
+                .iter()
+                .any(|a| values.iter().any(|b| a.0 == b.0 && a.1 != b.1));
+        }
+        assert!(repeats_differ);
+        assert!((0..30).step_by(2).all(|i| counts[i] == 0), "{counts:?}");
+        // 1200 draws over a total weight of 17: sample 9 expects 212, the others 71 each.
+        assert!((150..280).contains(&counts[9]), "{counts:?}");
+        assert!(
+            (1..30)
+                .step_by(2)
+                .filter(|&i| i != 9)
+                .all(|i| (35..110).contains(&counts[i]))
+        );
+        // Weights that cannot be drawn from are refused.
+        for bad in [
+            vec![1.0; 29],
+            vec![0.0; 30],
+            {
+                let mut w = vec![1.0; 30];
+                w[3] = f64::NAN;
+                w
+            },
+            {
+                let mut w = vec![1.0; 30];
+                w[3] = -1.0;
+                w
+            },
+        ] {
+            let options = LoaderOptions {
+                sample_weights: Some(Arc::from(bad)),
+                ..options.clone()
+            };
+            assert!(Loader::new(Arc::new(Numbers(30)), &options).is_err());
+        }
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct TrainConfig {
     pub freeze_stages: usize,
     /// Epoch at which frozen stages are released (none: stay frozen).
     pub unfreeze_epoch: Option<usize>,
+    /// Class-balanced sampling: each epoch draws as many images as the training set holds,
+    /// with replacement, weighted by the inverse frequency of their class (multi-label: of their
+    /// rarest label), so skewed folders train on every class about equally.
+    pub balance: bool,
     /// Stop once this many epochs in a row have not improved the best validation metric (the
     /// better of the raw and EMA weights'); none: run every epoch.
     pub patience: Option<usize>,
@@ -145,6 +149,7 @@ impl Default for TrainConfig {
             freeze_stages: 0,
             unfreeze_epoch: None,
             checkpoint_every: None,
+            balance: false,
             patience: None,
             seed: 0,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -235,6 +240,11 @@ impl TrainConfig {
             return Err(anyhow::anyhow!(
                 "training settings `mixup` / `cutmix` blend classification targets; detection \
                  runs cannot use them"
+            ));
+        }
+        if self.balance && self.detector.is_some() {
+            return Err(anyhow::anyhow!(
+                "training setting `balance` weighs images by class; detection runs cannot use it"
             ));
         }
         if self.drop_path > 0.0 && self.detector.is_some() {

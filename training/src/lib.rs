@@ -6,6 +6,7 @@
 mod batch_mixing;
 mod batch_seed;
 mod checkpoint;
+mod class_balance;
 mod config;
 mod data;
 mod detection_data;
@@ -28,6 +29,7 @@ pub use checkpoint::{
     Checkpoint, DataSpec, EpochRecord, RunDefinition, RunState, epochs_without_improvement,
     load_latest_checkpoint, save_checkpoint,
 };
+pub use class_balance::class_balanced_weights;
 pub use config::{Augment, MultiLabelLoss, TrainConfig};
 pub use data::{
     DetectionTarget, Target, TrainingData, eval_preprocess, load_recipe, run_preprocess,

@@ -13,7 +13,8 @@ use tresnet_runtime::Progress;
 use crate::checkpoint::{
     Checkpoint, EpochRecord, RunDefinition, RunState, epochs_without_improvement,
 };
-use crate::data::{TrainingData, run_preprocess};
+use crate::class_balance::class_balanced_weights;
+use crate::data::{Target, TrainingData, run_preprocess};
 use crate::trainer::{StepOutcome, Trainer, best_dir};
 use crate::training_set::TrainingSet;
 use crate::validation::collate;
@@ -80,6 +81,15 @@ pub fn train_with(
         None => Trainer::new(def.clone(), &run.init, batches_per_epoch, &run.device)?,
     };
     let set = TrainingSet::new(def.task, &run.data.train, cfg);
+    // Class-balanced draws (`balance`): the same weights every epoch, new draws each.
+    let sample_weights = if cfg.balance {
+        let targets: Vec<&Target> = run.data.train.iter().map(|(_, t)| t).collect();
+        let weights = class_balanced_weights(&targets, run.data.class_names.len())
+            .context("training setting `balance` applies to classification runs")?;
+        Some(std::sync::Arc::<[f64]>::from(weights))
+    } else {
+        None
+    };
     let input = run_preprocess(def.task, cfg);
     let outcome = |trainer: &Trainer, stopped_early: bool| -> Result<TrainOutcome> {
         Ok(TrainOutcome {
@@ -115,6 +125,7 @@ pub fn train_with(
             drop_last: true,
             bad_items: BadItemPolicy::Fail,
             start_batch: trainer.state().batch_in_epoch,
+            sample_weights: sample_weights.clone(),
             ..LoaderOptions::default()
         };
         let loader = set.loader(&options)?;

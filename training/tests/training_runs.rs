@@ -113,12 +113,13 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     };
     let data = TrainingData::load(&spec, 0.25, 3).unwrap();
     assert_eq!(data.task, TaskKind::MultiLabel);
-    // Mixup, CutMix and stochastic depth on: their draws follow the run's position, not a
-    // generator's state.
+    // Mixup, CutMix, stochastic depth and class-balanced draws on: their draws follow the
+    // run's position, not a generator's state.
     let mixing = TrainConfig {
         mixup: 0.4,
         cutmix: 1.0,
         drop_path: 0.2,
+        balance: true,
         ..settings()
     };
     let def = definition(&data, spec, mixing);

@@ -156,6 +156,10 @@ struct Cli {
     unfreeze_epoch: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Class-balanced sampling for skewed data: draw each epoch's images with replacement,
+    /// weighted by the inverse frequency of their class (multi-label: of their rarest label).
+    #[arg(long)]
+    balance: bool,
     /// Early stopping: end the run once this many epochs in a row have not improved the best
     /// validation metric.
     #[arg(long)]
@@ -261,6 +265,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.patience.is_some() {
         cfg.patience = cli.patience;
+    }
+    if cli.balance {
+        cfg.balance = true;
     }
     if cli.layer_decay.is_some() {
         cfg.layer_decay = cli.layer_decay;
