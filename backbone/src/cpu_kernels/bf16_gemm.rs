@@ -392,19 +392,18 @@ pub(super) mod avx512 {
                 let out = dst.offset + mp * MR * dst.row_stride + np * NR;
                 // SAFETY: as the caller's; the tile is `rows × cols` inside `dst`.
                 unsafe {
-                    tile(
-                        a_panel,
-                        b_panel,
-                        pairs,
-                        Store {
-                            out: dst.base.add(out),
-                            stride: dst.row_stride,
-                            rows,
-                            cols,
-                        },
-                        shifts,
-                        epilogue,
-                    )
+                    let store = Store {
+                        out: dst.base.add(out),
+                        stride: dst.row_stride,
+                        rows,
+                        cols,
+                    };
+                    // A last panel of at most 16 columns needs half the products.
+                    if cols > 16 {
+                        tile::<true>(a_panel, b_panel, pairs, store, shifts, epilogue)
+                    } else {
+                        tile::<false>(a_panel, b_panel, pairs, store, shifts, epilogue)
+                    }
                 };
             }
         }
@@ -419,14 +418,15 @@ pub(super) mod avx512 {
     }
 
     /// One `MR × NR` block: sixteen accumulators, two column vectors and one broadcast weight
-    /// pair per step; stores `act(sum + shift[row])` for `rows × cols` of it.
+    /// pair per step; stores `act(sum + shift[row])` for `rows × cols` of it. Without `WIDE`
+    /// only the first 16 columns are computed (`cols` ≤ 16).
     ///
     /// # Safety
     /// AVX-512 F and BF16 present; `store.out` valid for `rows` rows of `cols` values, `stride`
     /// apart; `shift` holds `rows` values.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn tile(
+    unsafe fn tile<const WIDE: bool>(
         a: &[u32],
         b: &[u32],
         pairs: usize,
@@ -456,7 +456,9 @@ pub(super) mod avx512 {
                     std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(w as i32))
                 };
                 row[0] = _mm512_dpbf16_ps(row[0], wv, b0);
-                row[1] = _mm512_dpbf16_ps(row[1], wv, b1);
+                if WIDE {
+                    row[1] = _mm512_dpbf16_ps(row[1], wv, b1);
+                }
             }
         }
         let mask = |first: usize| -> __mmask16 {
@@ -468,6 +470,7 @@ pub(super) mod avx512 {
             }
         };
         let (m0, m1) = (mask(0), mask(16));
+        debug_assert!(WIDE || m1 == 0, "a narrow block holds 16 columns at most");
         // The activation as `max(z, z·slope)` (leaky), `max(z, 0)` (relu) or `z`; `max` takes
         // its second operand where the first is NaN: relu(NaN) = 0, as `f32::max` gives.
         let (relu, leaky, slope) = match epilogue {
