@@ -77,6 +77,28 @@ fn train_until(run: TrainRun<'_>, resume: Option<Checkpoint>, stop: Option<usize
     .unwrap()
 }
 
+/// A synthetic multi-label COCO set of `num_images` 48×48 images under `dir`, loaded with a
+/// quarter held out.
+fn synthetic_multilabel(dir: &Path, num_images: usize, seed: u64) -> (DataSpec, TrainingData) {
+    let cfg = SyntheticConfig {
+        num_images,
+        width: 48,
+        height: 48,
+        min_size: 12,
+        max_size: 20,
+        seed,
+        ..SyntheticConfig::default()
+    };
+    let coco = write_synthetic_coco(&dir.join("data"), &cfg).unwrap();
+    let spec = DataSpec::Coco {
+        train_json: coco.annotations.clone(),
+        train_images: coco.images.clone(),
+        val: None,
+    };
+    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    (spec, data)
+}
+
 fn assert_same_state(a: &StateDict, b: &StateDict) {
     assert_eq!(a.len(), b.len());
     for (k, t) in a.iter() {
@@ -96,22 +118,7 @@ fn assert_same_state(a: &StateDict, b: &StateDict) {
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SyntheticConfig {
-        num_images: 48,
-        width: 48,
-        height: 48,
-        min_size: 12,
-        max_size: 20,
-        seed: 5,
-        ..SyntheticConfig::default()
-    };
-    let coco = write_synthetic_coco(&dir.path().join("data"), &cfg).unwrap();
-    let spec = DataSpec::Coco {
-        train_json: coco.annotations.clone(),
-        train_images: coco.images.clone(),
-        val: None,
-    };
-    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    let (spec, data) = synthetic_multilabel(dir.path(), 48, 5);
     assert_eq!(data.task, TaskKind::MultiLabel);
     // Mixup, CutMix, stochastic depth and class-balanced draws on: their draws follow the
     // run's position, not a generator's state.
@@ -417,22 +424,7 @@ fn epochs_without_improvement_count_from_the_best_epoch() {
 #[test]
 fn patience_ends_a_stalled_run_and_a_resumed_run_ends_at_the_same_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SyntheticConfig {
-        num_images: 32,
-        width: 48,
-        height: 48,
-        min_size: 12,
-        max_size: 20,
-        seed: 9,
-        ..SyntheticConfig::default()
-    };
-    let coco = write_synthetic_coco(&dir.path().join("data"), &cfg).unwrap();
-    let spec = DataSpec::Coco {
-        train_json: coco.annotations.clone(),
-        train_images: coco.images.clone(),
-        val: None,
-    };
-    let data = TrainingData::load(&spec, 0.25, 3).unwrap();
+    let (spec, data) = synthetic_multilabel(dir.path(), 32, 9);
     // A learning rate too small to move the validation metric: it stalls from the start.
     let stalled = TrainConfig {
         epochs: 8,

@@ -50,6 +50,18 @@ impl ConvGeometry {
         self.in_channels * self.kernel * self.kernel
     }
 
+    /// What row `r` of the im2col matrix reads: input channel `r / kernel²` and the tap's
+    /// offsets `(dy, dx)` of the source pixel, each −1, 0 or +1 (always 0 for 1×1).
+    pub(super) fn im2col_source(&self, r: usize) -> (usize, isize, isize) {
+        let kk = self.kernel * self.kernel;
+        let (c, tap) = (r / kk, r % kk);
+        if self.kernel == 1 {
+            (c, 0, 0)
+        } else {
+            (c, tap as isize / 3 - 1, tap as isize % 3 - 1)
+        }
+    }
+
     /// The tiles covering the batch, in order.
     fn tiles(&self) -> Vec<Tile> {
         let hw = self.pixels();
@@ -185,14 +197,7 @@ fn im2col_channel(x: &[f32], g: &ConvGeometry, tile: &Tile, c: usize, rows: &mut
 /// image.
 pub(super) fn im2col_row(x: &[f32], g: &ConvGeometry, tile: &Tile, r: usize, row: &mut [f32]) {
     let (h, w, hw) = (g.height, g.width, g.pixels());
-    let kk = g.kernel * g.kernel;
-    let (c, tap) = (r / kk, r % kk);
-    // Offsets of the source pixel: −1, 0 or +1 (always 0 for 1×1).
-    let (dy, dx) = if g.kernel == 1 {
-        (0, 0)
-    } else {
-        (tap as isize / 3 - 1, tap as isize % 3 - 1)
-    };
+    let (c, dy, dx) = g.im2col_source(r);
     let per_image = tile.image_pixels(g);
     for j in 0..tile.images {
         let image = &x[(tile.first_image + j) * g.in_channels * hw..][..g.in_channels * hw];
@@ -406,14 +411,7 @@ unsafe fn conv_forward_raw(
                         row_stride: n,
                         col_stride: 1,
                     };
-                    let block = MatMut {
-                        base: product.as_mut_ptr(),
-                        len: product.len(),
-                        offset: 0,
-                        rows: o,
-                        cols: n,
-                        row_stride: n,
-                    };
+                    let block = MatMut::row_major(product, o, n);
                     // SAFETY: the scratch block belongs to this thread.
                     #[allow(unsafe_code)]
                     unsafe {

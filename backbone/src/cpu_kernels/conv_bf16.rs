@@ -60,14 +60,7 @@ pub(super) unsafe fn conv_forward_bf16(
                 PRODUCT.with(|prod| {
                     let mut product = prod.borrow_mut();
                     let product = scratch(&mut product, o * n);
-                    let block = MatMut {
-                        base: product.as_mut_ptr(),
-                        len: product.len(),
-                        offset: 0,
-                        rows: o,
-                        cols: n,
-                        row_stride: n,
-                    };
+                    let block = MatMut::row_major(product, o, n);
                     // SAFETY: the scratch block belongs to this thread's tile.
                     unsafe { multiply(block, w, columns, post, inner) };
                     // SAFETY: this tile owns these images of `out`; bias and activation are
@@ -210,13 +203,7 @@ mod avx512 {
                 return None;
             }
             let (hw, w) = (g.pixels(), g.width as isize);
-            let kk = g.kernel * g.kernel;
-            let (c, tap) = (r / kk, r % kk);
-            let (dy, dx) = if g.kernel == 1 {
-                (0, 0)
-            } else {
-                (tap as isize / 3 - 1, tap as isize % 3 - 1)
-            };
+            let (c, dy, dx) = g.im2col_source(r);
             let plane = &x[(tile.first_image * g.in_channels + c) * hw..][..hw];
             let p0 = (tile.first_row * g.width) as isize;
             let n = tile.columns(g) as isize;

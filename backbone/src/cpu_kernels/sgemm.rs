@@ -53,6 +53,20 @@ unsafe impl Send for MatMut {}
 unsafe impl Sync for MatMut {}
 
 impl MatMut {
+    /// The whole of `buf` as a row-major `rows × cols` matrix (the caller keeps `buf` alive and
+    /// unaliased while the view is used).
+    pub fn row_major(buf: &mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(rows * cols <= buf.len(), "matrix view past its buffer");
+        Self {
+            base: buf.as_mut_ptr(),
+            len: buf.len(),
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+        }
+    }
+
     fn in_bounds(&self) -> bool {
         self.rows == 0
             || self.cols == 0
