@@ -294,9 +294,8 @@ pub unsafe fn gemm_bf16(
     let a = lhs.panels_from(first);
     let bias = post.bias.map(|b| &b[first..first + dst.rows]);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has the features (asserted); the packed panels hold `pairs` words per
-    // row/column of every panel; the destination is in bounds (asserted) and exclusive (the
-    // caller's contract).
+    // SAFETY: features asserted; the panels hold `pairs` words per row/column; `dst` is in
+    // bounds (asserted) and exclusive (the caller's contract).
     unsafe {
         avx512::gemm_packed(a, rhs.words(), lhs.pairs, dst, bias, post.epilogue)
     };
@@ -324,9 +323,8 @@ pub(super) mod avx512 {
         for half in 0..2 {
             let lanes = width.saturating_sub(half * 16).min(16);
             let mask = ((1u32 << lanes) - 1) as __mmask16;
-            // SAFETY: the masks load no lane past the slices' ends (masked lanes are not
-            // accessed; `wrapping_add` keeps the unused base in range arithmetic); 16 words
-            // from `half·16` in `dst`.
+            // Masked lanes are not accessed, so the base may lie past a slice (`wrapping_add`).
+            // SAFETY: the masks load no lane past the slices' ends; `dst` has 16 words at half·16.
             unsafe {
                 let load =
                     |v: &[f32]| _mm512_maskz_loadu_ps(mask, v.as_ptr().wrapping_add(half * 16));

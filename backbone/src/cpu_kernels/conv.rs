@@ -451,9 +451,8 @@ pub(super) unsafe fn scatter_images(
     for j in 0..tile.images {
         for oc in 0..o {
             let src = &product[oc * n + j * hw..][..hw];
-            // SAFETY: in bounds (image `first_image + j` < batch, channel `oc` < O); the row is
-            // written whole through the raw pointer (it may be uninitialised) before it is
-            // borrowed, and this tile owns it (the caller's contract).
+            // The row may be uninitialised: it is written whole through the pointer first.
+            // SAFETY: in bounds (image < batch, channel < O) and this tile's (caller's contract).
             let row = unsafe {
                 let at = out.get().add(((tile.first_image + j) * o + oc) * hw);
                 std::ptr::copy_nonoverlapping(src.as_ptr(), at, hw);

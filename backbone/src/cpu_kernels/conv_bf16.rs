@@ -117,9 +117,8 @@ fn pack_tile(
     let pack = |range: Range<usize>| {
         if direct {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the writer exists, so the CPU has the features; each range of pairs is
-            // packed by one task.
             #[allow(unsafe_code)]
+            // SAFETY: the writer exists, so the CPU has the features; one task per pair range.
             unsafe {
                 avx512::pack_from_planes(x, g, tile, &edges, &writer, range)
             };
@@ -129,8 +128,8 @@ fn pack_tile(
         for q in range {
             let first = tile_row(x, g, tile, 2 * q, &mut lo);
             let second = (2 * q + 1 < k).then(|| tile_row(x, g, tile, 2 * q + 1, &mut hi));
-            // SAFETY: each range of pairs is packed by one task.
             #[allow(unsafe_code)]
+            // SAFETY: each range of pairs is packed by one task.
             unsafe {
                 writer.write(q, first, second)
             };
@@ -239,9 +238,8 @@ mod avx512 {
             if mask == 0 {
                 return _mm512_setzero_ps();
             }
-            // SAFETY: a set lane reads `plane[p0 + j + shift]` with the source row inside the
-            // image (`valid`) and the source column too (the edge masks), so inside the plane;
-            // masked lanes are not accessed (only the base address is formed, wrapping).
+            // Masked lanes are not accessed: only their (wrapping) address is formed.
+            // SAFETY: a set lane's source row (`valid`) and column (edge masks) are in the plane.
             unsafe {
                 _mm512_maskz_loadu_ps(
                     mask as __mmask16,
