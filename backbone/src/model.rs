@@ -76,6 +76,12 @@ pub fn native_cpu_bf16() -> bool {
     native_bf16()
 }
 
+/// Whether this CPU runs f32 3×3 convolutions by Winograd F(4×4, 3×3) (AVX-512), as CPU
+/// inference networks in f32 do on maps of at least 16 tiles of 4×4.
+pub fn native_cpu_winograd() -> bool {
+    crate::cpu_kernels::winograd_available()
+}
+
 impl TResNet {
     /// Builds the network from a timm-named state dict, strictly: every tensor the architecture
     /// needs must be present with the right shape and nothing else may be there (the error lists

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tresnet::layers::{
-    BatchNormTrain, Bf16ConvKernel, BlurPool, RunningStats, add_relu, channel_scale, conv2d,
+    BatchNormTrain, BlurPool, PreparedConvKernel, RunningStats, add_relu, channel_scale, conv2d,
     conv2d_bias_act, space_to_depth,
 };
 use tresnet::layout::Activation;
@@ -140,7 +140,9 @@ fn bf16_convolutions_equal_the_rounded_operands_with_bias_and_activation() {
         let x = rand(&[b, i, h, w]);
         let kernel = rand(&[o, i, k, k]);
         let bias = rand(&[o]);
-        let packed = Bf16ConvKernel::new(&kernel).unwrap().expect("native bf16");
+        let packed = PreparedConvKernel::bf16(&kernel)
+            .unwrap()
+            .expect("native bf16");
         let ours = packed
             .conv2d_bias_act(&x, &bias, k / 2, activation)
             .unwrap();
@@ -149,14 +151,75 @@ fn bf16_convolutions_equal_the_rounded_operands_with_bias_and_activation() {
             .unwrap()
             .broadcast_add(&f64(&bias).reshape((1, o, 1, 1)).unwrap())
             .unwrap();
-        let expected = match activation {
-            Activation::LeakyRelu(s) => pre.maximum(&(&pre * s).unwrap()).unwrap(),
-            Activation::Relu => pre.relu().unwrap(),
-            _ => pre,
-        };
+        let expected = activated(pre, activation);
         // Exact bf16 products summed in f32: the f32 kernels' tolerance.
         check(&ours, &expected, &tag);
     }
+}
+
+/// `act(pre)` in f64 for the activations the fused kernels take.
+fn activated(pre: Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::LeakyRelu(s) => pre.maximum(&(&pre * s).unwrap()).unwrap(),
+        Activation::Relu => pre.relu().unwrap(),
+        _ => pre,
+    }
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // says why it checked nothing
+fn winograd_convolutions_match_f64_with_bias_and_activation() {
+    if !tresnet::native_cpu_winograd() {
+        eprintln!("skipped: this CPU has no AVX-512 (the im2col path serves it)");
+        return;
+    }
+    let activations = [
+        Activation::LeakyRelu(0.01),
+        Activation::Relu,
+        Activation::Identity,
+    ];
+    // The 3×3 cases above (those under 16 tiles take the im2col path) plus: 48 tiles over 256
+    // output channels, odd sizes crossing tile rows, several blocks run in parallel (56×56),
+    // exactly 16 tiles (a half-width last panel) and channels that are not multiples of 8.
+    let extra = [
+        (3, 64, 256, 14, 14),
+        (1, 10, 9, 23, 31),
+        (2, 48, 64, 56, 56),
+        (4, 96, 72, 7, 7),
+        (2, 7, 13, 17, 9),
+    ];
+    let cases = CONV_CASES
+        .iter()
+        .filter(|c| c.5 == 3)
+        .map(|&(b, i, o, h, w, _)| (b, i, o, h, w))
+        .chain(extra);
+    for (n, (b, i, o, h, w)) in cases.enumerate() {
+        let activation = activations[n % activations.len()];
+        let tag = format!("winograd conv b{b} i{i} o{o} {h}x{w} {activation:?}");
+        let x = rand(&[b, i, h, w]);
+        let kernel = rand(&[o, i, 3, 3]);
+        let bias = rand(&[o]);
+        let prepared = PreparedConvKernel::winograd(&kernel)
+            .unwrap()
+            .expect("AVX-512 was checked");
+        let ours = prepared.conv2d_bias_act(&x, &bias, 1, activation).unwrap();
+        // Twice: the transformed kernel is made on the first call and kept.
+        let again = prepared.conv2d_bias_act(&x, &bias, 1, activation).unwrap();
+        let pre = f64(&x)
+            .conv2d(&f64(&kernel), 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&f64(&bias).reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+        let expected = activated(pre, activation);
+        check(&ours, &expected, &tag);
+        assert_close(&again, &ours, 0.0, 0.0, &format!("{tag}, second call"));
+    }
+    assert!(
+        PreparedConvKernel::winograd(&rand(&[4, 4, 1, 1]))
+            .unwrap()
+            .is_none(),
+        "1×1 kernels have no Winograd form"
+    );
 }
 
 #[test]

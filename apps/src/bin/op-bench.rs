@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use clap::Parser;
 use serde_json::json;
 use tresnet::layers::{
-    BatchNormTrain, Bf16ConvKernel, BlurPool, RunningStats, add_relu, apply_activation,
+    BatchNormTrain, BlurPool, PreparedConvKernel, RunningStats, add_relu, apply_activation,
     avg_pool_2x2_ceil, channel_scale, conv2d, conv2d_bias_act, space_to_depth,
 };
 use tresnet::layout::Activation;
@@ -461,12 +461,24 @@ fn run(cli: Cli) -> Result<()> {
         let mut line = describe(case, cli.batch_size);
         if !cli.list {
             let i = inputs(case, cli.batch_size, &device, dtype)?;
+            // f32 3×3 convolutions run as the network runs them: Winograd where the CPU has it.
+            let winograd = match case.kind {
+                OpKind::ConvBiasAct { kernel: 3, .. } if !cpu_bf16 && device.is_cpu() => {
+                    PreparedConvKernel::winograd(operand(&i.other)?)?
+                }
+                _ => None,
+            };
             let ours = if cpu_bf16 {
-                let packed = Bf16ConvKernel::new(operand(&i.other)?)?
+                let packed = PreparedConvKernel::bf16(operand(&i.other)?)?
                     .expect("native bf16 was checked above");
                 let padding = i.other.as_ref().map_or(0, |w| w.dims()[2] / 2);
                 time_ms(&device, cli.warmup, cli.iters, || {
                     packed.conv2d_bias_act(&i.x, operand(&i.bias)?, padding, LEAKY)?;
+                    Ok(())
+                })?
+            } else if let Some(prepared) = &winograd {
+                time_ms(&device, cli.warmup, cli.iters, || {
+                    prepared.conv2d_bias_act(&i.x, operand(&i.bias)?, 1, LEAKY)?;
                     Ok(())
                 })?
             } else {
@@ -483,6 +495,10 @@ fn run(cli: Cli) -> Result<()> {
             line["device"] = json!(cli.runtime.device.to_string());
             line["dtype"] = json!(cli.runtime.dtype.name());
             line["ours_ms"] = json!(ours);
+            if winograd.is_some() {
+                let im2col = time_ms(&device, cli.warmup, cli.iters, || run_ours(case, &i))?;
+                line["im2col_ms"] = json!(im2col);
+            }
             line["candle_ms"] = json!(candle);
             if let Some(flop) = conv_flop(case, cli.batch_size) {
                 // Achieved GFLOP/s of the convolution (2 per multiply-add).

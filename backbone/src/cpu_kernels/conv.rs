@@ -11,6 +11,7 @@ use super::cache_size::l2_cache_bytes;
 use super::conv_bf16;
 use super::sgemm::{MatMut, MatRef, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
+use super::winograd::{self, WinogradKernel};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
@@ -269,16 +270,29 @@ pub fn conv_forward(
     };
 }
 
+/// A layer's kernel prepared for a faster product than im2col with f32 operands.
+#[derive(Debug)]
+pub enum PreparedKernel {
+    /// Rounded to bf16 and packed: bf16 products (CPUs with AVX-512 BF16).
+    Bf16(PackedWeights),
+    /// A 3×3 kernel for Winograd F(4×4, 3×3) in f32 (AVX-512 CPUs); maps too small for it take
+    /// the im2col path.
+    Winograd(WinogradKernel),
+    /// A 3×3 kernel of a network multiplying in bf16: Winograd in f32 where it applies (there it
+    /// beats bf16 im2col products, and is more accurate), bf16 products on smaller maps.
+    WinogradOrBf16(WinogradKernel, PackedWeights),
+}
+
 /// [`conv_forward`] into a new vector, without filling it first: every output value is written
-/// exactly once by the products and the epilogue. With `packed` (the same weights, packed for
-/// bf16 products) the products are bf16 ones.
+/// exactly once by the products and the epilogue. With `prepared` (made from the same weights)
+/// the products are bf16 ones or Winograd's.
 pub fn conv_forward_new(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     g: &ConvGeometry,
-    packed: Option<&PackedWeights>,
+    prepared: Option<&PreparedKernel>,
 ) -> Vec<f32> {
     let len = g.batch * g.out_channels * g.pixels();
     let mut out = Vec::with_capacity(len);
@@ -287,7 +301,7 @@ pub fn conv_forward_new(
     // reads them, so the length can be set afterwards.
     #[allow(unsafe_code)]
     unsafe {
-        conv_forward_raw(x, w, bias, epilogue, g, packed, out.as_mut_ptr());
+        conv_forward_raw(x, w, bias, epilogue, g, prepared, out.as_mut_ptr());
         out.set_len(len);
     }
     out
@@ -306,7 +320,7 @@ unsafe fn conv_forward_raw(
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     g: &ConvGeometry,
-    packed: Option<&PackedWeights>,
+    prepared: Option<&PreparedKernel>,
     out: *mut f32,
 ) {
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
@@ -315,15 +329,26 @@ unsafe fn conv_forward_raw(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), o, "conv: one bias per output channel");
     }
-    if let Some(packed) = packed {
-        assert!(
-            packed.rows() == o && packed.cols() == patch,
-            "conv: packed weights of another shape"
-        );
-        let post = PostOp { bias, epilogue };
-        // SAFETY: the caller's contract.
-        unsafe { conv_bf16::conv_forward_bf16(x, packed, post, g, out) };
-        return;
+    let post = PostOp { bias, epilogue };
+    match prepared {
+        Some(PreparedKernel::Winograd(kernel) | PreparedKernel::WinogradOrBf16(kernel, _))
+            if winograd::applies(g) =>
+        {
+            let u = kernel.weights(w, g);
+            // SAFETY: the caller's contract; `applies` holds and the bias length is checked.
+            unsafe { winograd::conv_forward_winograd(x, u, post, g, out) };
+            return;
+        }
+        Some(PreparedKernel::Bf16(packed) | PreparedKernel::WinogradOrBf16(_, packed)) => {
+            assert!(
+                packed.rows() == o && packed.cols() == patch,
+                "conv: packed weights of another shape"
+            );
+            // SAFETY: the caller's contract.
+            unsafe { conv_bf16::conv_forward_bf16(x, packed, post, g, out) };
+            return;
+        }
+        _ => {}
     }
     let (tiles, inner) = plan(g);
     let dst_len = g.batch * o * hw;

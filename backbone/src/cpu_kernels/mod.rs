@@ -1,5 +1,6 @@
 //! Fast CPU kernels for the operations TResNet spends its time in (f32), on plain slices: 1×1 and
-//! 3×3 stride-1 convolutions (im2col + gemm, bias and activation fused), the anti-aliasing blur
+//! 3×3 stride-1 convolutions (im2col + gemm, or Winograd F(4×4, 3×3) for 3×3 on AVX-512; bias
+//! and activation fused), the anti-aliasing blur
 //! (direct), fused training-graph kernels (batch norm + activation, add + ReLU, channel gating)
 //! with their gradients, space-to-depth and SGD's update. [`crate::ops`] plugs them under candle
 //! tensors; other devices and dtypes use candle's own operations (see [`crate::layers::conv2d`]).
@@ -14,12 +15,13 @@ mod sgd;
 mod sgemm;
 mod simd;
 pub(crate) mod space_to_depth;
+mod winograd;
 
 pub use bf16_gemm::{PackedWeights, native_bf16};
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{
-    ConvGeometry, Epilogue, conv_backward_input, conv_backward_input_new, conv_backward_weight,
-    conv_forward_new,
+    ConvGeometry, Epilogue, PreparedKernel, conv_backward_input, conv_backward_input_new,
+    conv_backward_weight, conv_forward_new,
 };
 pub use fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
@@ -29,3 +31,4 @@ pub use sgd::{SgdSettings, momentum_update, param_update};
 pub use sgemm::Products;
 pub use simd::{zeroed, zeroed_with_spare};
 pub use space_to_depth::space_to_depth_forward;
+pub use winograd::{WinogradKernel, winograd_available};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use crate::cpu_kernels::{Epilogue, PackedWeights};
+use crate::cpu_kernels::{Epilogue, PackedWeights, PreparedKernel, WinogradKernel};
 use crate::error::Result;
 use crate::layout::Activation;
 use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp};
@@ -42,20 +42,20 @@ pub fn conv2d_bias_act(
     conv2d_bias_act_with(x, kernel, bias, padding, activation, None)
 }
 
-/// [`conv2d_bias_act`] whose fast CPU kernel multiplies in bf16 when given `packed`, the same
-/// kernel packed for bf16 products.
+/// [`conv2d_bias_act`] whose fast CPU kernel takes `prepared`, the same kernel prepared for bf16
+/// or Winograd products.
 pub(crate) fn conv2d_bias_act_with(
     x: &Tensor,
     kernel: &Tensor,
     bias: &Tensor,
     padding: usize,
     activation: Activation,
-    packed: Option<&Arc<PackedWeights>>,
+    prepared: Option<&Arc<PreparedKernel>>,
 ) -> Result<Tensor> {
     if fast_conv(x, kernel, padding, 1) && bias.dtype() == DType::F32 {
         let op = ConvBiasActOp {
             epilogue: epilogue(activation),
-            packed: packed.cloned(),
+            prepared: prepared.cloned(),
         };
         return Ok(x.contiguous()?.apply_op3_no_bwd(
             &kernel.contiguous()?,
@@ -67,18 +67,20 @@ pub(crate) fn conv2d_bias_act_with(
     super::apply_activation(&y, activation)
 }
 
-/// A convolution kernel `(O, I, k, k)` rounded to bf16 and packed for the CPU's bf16 products,
-/// as CPU networks built in bf16 keep their folded kernels.
+/// A convolution kernel `(O, I, k, k)` prepared once for a faster CPU product than im2col with
+/// f32 operands, as CPU inference networks keep their folded kernels: rounded to bf16 and packed
+/// ([`PreparedConvKernel::bf16`]) or, for 3×3, transformed for Winograd F(4×4, 3×3) in f32
+/// ([`PreparedConvKernel::winograd`]).
 #[derive(Debug, Clone)]
-pub struct Bf16ConvKernel {
+pub struct PreparedConvKernel {
     kernel: Tensor,
-    packed: Arc<PackedWeights>,
+    prepared: Arc<PreparedKernel>,
 }
 
-impl Bf16ConvKernel {
-    /// Packs `kernel` (f32 on the CPU); `None` on CPUs without native bf16
+impl PreparedConvKernel {
+    /// Packs `kernel` (f32 on the CPU) for bf16 products; `None` on CPUs without native bf16
     /// ([`crate::native_cpu_bf16`]).
-    pub fn new(kernel: &Tensor) -> Result<Option<Self>> {
+    pub fn bf16(kernel: &Tensor) -> Result<Option<Self>> {
         if !crate::native_cpu_bf16() {
             return Ok(None);
         }
@@ -89,12 +91,28 @@ impl Bf16ConvKernel {
             .to_vec1::<f32>()?;
         Ok(Some(Self {
             kernel: kernel.to_dtype(DType::F32)?,
-            packed: Arc::new(PackedWeights::pack_rows(&data, o, i * kh * kw)),
+            prepared: Arc::new(PreparedKernel::Bf16(PackedWeights::pack_rows(
+                &data,
+                o,
+                i * kh * kw,
+            ))),
         }))
     }
 
-    /// [`conv2d_bias_act`] with this kernel, multiplying bf16 operands with f32 sums:
-    /// `(N, I, H, W)` f32 → `(N, O, H, W)` f32.
+    /// Prepares a 3×3 `kernel` for Winograd products in f32 (transformed on first use, on maps
+    /// of at least 16 tiles of 4×4); `None` for other kernels or on CPUs without AVX-512.
+    pub fn winograd(kernel: &Tensor) -> Result<Option<Self>> {
+        let (_, _, kh, kw) = kernel.dims4()?;
+        if (kh, kw) != (3, 3) || !crate::cpu_kernels::winograd_available() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            kernel: kernel.to_dtype(DType::F32)?,
+            prepared: Arc::new(PreparedKernel::Winograd(WinogradKernel::default())),
+        }))
+    }
+
+    /// [`conv2d_bias_act`] with this kernel's products: `(N, I, H, W)` f32 → `(N, O, H, W)` f32.
     pub fn conv2d_bias_act(
         &self,
         x: &Tensor,
@@ -108,7 +126,7 @@ impl Bf16ConvKernel {
             bias,
             padding,
             activation,
-            Some(&self.packed),
+            Some(&self.prepared),
         )
     }
 }

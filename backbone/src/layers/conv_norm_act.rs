@@ -8,7 +8,7 @@ use super::batch_norm::RunningStats;
 use super::{
     BatchNormStats, BatchNormTrain, BlurPool, LayerWeights, NormMode, apply_activation, conv2d,
 };
-use crate::cpu_kernels::{PackedWeights, Products};
+use crate::cpu_kernels::{PackedWeights, PreparedKernel, Products, WinogradKernel};
 use crate::error::Result;
 use crate::layers::compute::conv2d_bias_act_with;
 use crate::layout::{Activation, ConvNormActSpec};
@@ -34,8 +34,9 @@ pub struct ConvNormAct {
     padding: usize,
     activation: Activation,
     blur: Option<BlurPool>,
-    /// The folded weights packed for bf16 products, when the network multiplies in bf16.
-    packed: Option<Arc<PackedWeights>>,
+    /// The folded weights prepared for the CPU's products: packed for bf16 ones when the
+    /// network multiplies in bf16, a Winograd kernel for 3×3 ones in f32 on AVX-512 CPUs.
+    prepared: Option<Arc<PreparedKernel>>,
 }
 
 impl ConvNormAct {
@@ -113,14 +114,30 @@ impl ConvNormAct {
             }
         };
         let blur = spec.anti_alias.then_some(BlurPool);
-        let packed = match (&norm, weights.products) {
+        let prepared = match (&norm, weights.products) {
             (Norm::Folded { .. }, Products::Bf16) if weight.device().is_cpu() => {
                 let (o, i, kh, kw) = weight.dims4()?;
                 let data = weight
                     .flatten_all()?
                     .to_dtype(DType::F32)?
                     .to_vec1::<f32>()?;
-                Some(Arc::new(PackedWeights::pack_rows(&data, o, i * kh * kw)))
+                let packed = PackedWeights::pack_rows(&data, o, i * kh * kw);
+                Some(Arc::new(
+                    if spec.kernel_size == 3 && crate::cpu_kernels::winograd_available() {
+                        PreparedKernel::WinogradOrBf16(WinogradKernel::default(), packed)
+                    } else {
+                        PreparedKernel::Bf16(packed)
+                    },
+                ))
+            }
+            (Norm::Folded { .. }, Products::F32)
+                if weight.device().is_cpu()
+                    && spec.kernel_size == 3
+                    && crate::cpu_kernels::winograd_available() =>
+            {
+                Some(Arc::new(
+                    PreparedKernel::Winograd(WinogradKernel::default()),
+                ))
             }
             _ => None,
         };
@@ -130,7 +147,7 @@ impl ConvNormAct {
             padding: spec.kernel_size / 2,
             activation: spec.activation,
             blur,
-            packed,
+            prepared,
         })
     }
 
@@ -147,7 +164,7 @@ impl ConvNormAct {
                 bias,
                 self.padding,
                 self.activation,
-                self.packed.as_ref(),
+                self.prepared.as_ref(),
             )?,
             Norm::Separate { scale, shift } => {
                 let y = conv2d(x, &weight, self.padding, 1)?;

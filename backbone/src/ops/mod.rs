@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use crate::cpu_kernels::{
     ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
 };
-use crate::cpu_kernels::{PackedWeights, zeroed};
+use crate::cpu_kernels::{PreparedKernel, zeroed};
 use crate::cpu_kernels::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
@@ -192,8 +192,9 @@ impl CustomOp2 for ConvGradWeightOp {
 pub(crate) struct ConvBiasActOp {
     /// The fused activation.
     pub epilogue: Epilogue,
-    /// The weights packed for bf16 products (at build time), or `None` for f32 products.
-    pub packed: Option<Arc<PackedWeights>>,
+    /// The weights prepared for bf16 or Winograd products (at build time), or `None` for the
+    /// im2col f32 products.
+    pub prepared: Option<Arc<PreparedKernel>>,
 }
 
 impl CustomOp3 for ConvBiasActOp {
@@ -225,7 +226,7 @@ impl CustomOp3 for ConvBiasActOp {
             Some(bias),
             self.epilogue,
             &g,
-            self.packed.as_deref(),
+            self.prepared.as_deref(),
         );
         Ok((
             CpuStorage::F32(out),

@@ -1,0 +1,655 @@
+//! 3×3 stride-1 convolutions (padding 1) on NCHW f32 by Winograd's minimal filtering
+//! F(4×4, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each
+//! 4×4 block of outputs ("tile") comes from its 6×6 input patch with 36 products per pair of
+//! input and output channels instead of 144.
+//!
+//! For a block of tiles: (1) each patch `d` of each input channel is transformed, `V = Bᵀ d B`,
+//! giving 36 matrices `V_ξ` of `C × T` (input channels × tiles); (2) 36 matrix products
+//! `M_ξ = U_ξ · V_ξ` with the kernel transformed once per layer, `U = G g Gᵀ` (`K × C` each);
+//! (3) the output transform `Y = Aᵀ M A`, then the bias and the activation, written straight into
+//! the output planes. Sixteen tiles travel together in the lanes of an AVX-512 register: their
+//! patches are gathered and their outputs scattered with masks that keep every access inside the
+//! image, so no padded copy of the input exists. AVX-512 only; other CPUs keep the im2col path.
+//!
+//! Accuracy: the transforms' coefficients (up to 8 in `Aᵀ`, 1/24 in `G`) cost a few bits; on
+//! TResNet's layers the outputs stay within about 1e-6 of the exact sums relative to their scale
+//! (the unit tests bound it against f64).
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::bf16_gemm::PostOp;
+use super::cache_size::l2_cache_bytes;
+use super::conv::{ConvGeometry, SendPtr, scratch};
+
+/// Output rows and columns per tile.
+const TILE: usize = 4;
+/// Input rows and columns per tile (`TILE + 2`).
+const PATCH: usize = 6;
+/// Transformed positions `ξ` (`PATCH²`), one matrix product each.
+const XI: usize = PATCH * PATCH;
+/// Tiles per register (f32 lanes of AVX-512).
+const LANES: usize = 16;
+/// Output channels per microkernel call.
+const MR: usize = 8;
+/// The fewest tiles worth the transforms (one register's worth): smaller maps (7×7 at batch 1)
+/// would multiply mostly padding.
+const MIN_TILES: usize = LANES;
+
+/// `G`, the kernel transform (6×3).
+const G: [[f64; 3]; PATCH] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// A 3×3 kernel `(K, C, 3, 3)` transformed for F(4×4, 3×3): for each `ξ`, `⌈K/8⌉` panels of
+/// `C × 8` values (`U_ξ[k][c]` at `[panel k/8][c][k%8]`; rows past `K` zero). Four times the
+/// kernel's size.
+pub struct WinogradWeights {
+    data: Vec<f32>,
+    out_channels: usize,
+    in_channels: usize,
+}
+
+impl std::fmt::Debug for WinogradWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WinogradWeights({}×{}×3×3)",
+            self.out_channels, self.in_channels
+        )
+    }
+}
+
+impl WinogradWeights {
+    /// Transforms `w` `(K, C, 3, 3)`, contiguous (the products in f64, rounded once).
+    pub fn new(w: &[f32], out_channels: usize, in_channels: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            out_channels * in_channels * 9,
+            "winograd: a {out_channels}×{in_channels}×3×3 kernel"
+        );
+        let per_xi = out_channels.div_ceil(MR) * in_channels * MR;
+        let mut data = vec![0f32; XI * per_xi];
+        for (kc, g) in w.chunks_exact(9).enumerate() {
+            let (k, c) = (kc / in_channels, kc % in_channels);
+            let at = (k / MR) * in_channels * MR + c * MR + k % MR;
+            for (xi, u) in transform_kernel(g).into_iter().enumerate() {
+                data[xi * per_xi + at] = u as f32;
+            }
+        }
+        Self {
+            data,
+            out_channels,
+            in_channels,
+        }
+    }
+
+    /// Values per `ξ`.
+    fn per_xi(&self) -> usize {
+        self.out_channels.div_ceil(MR) * self.in_channels * MR
+    }
+}
+
+/// `G g Gᵀ` of one 3×3 kernel (row-major 6×6).
+fn transform_kernel(g: &[f32]) -> [f64; XI] {
+    let mut gg = [[0f64; 3]; PATCH];
+    for (i, row) in gg.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..3).map(|a| G[i][a] * f64::from(g[a * 3 + j])).sum();
+        }
+    }
+    let mut u = [0f64; XI];
+    for i in 0..PATCH {
+        for l in 0..PATCH {
+            u[i * PATCH + l] = (0..3).map(|b| gg[i][b] * G[l][b]).sum();
+        }
+    }
+    u
+}
+
+/// A layer's Winograd kernel, transformed on first use (so layers whose maps never qualify do
+/// not hold the larger copy).
+#[derive(Debug, Default)]
+pub struct WinogradKernel {
+    weights: OnceLock<WinogradWeights>,
+}
+
+impl WinogradKernel {
+    /// The transformed kernel of `w` `(K, C, 3, 3)`; `w` must be the same kernel on every call.
+    pub(super) fn weights(&self, w: &[f32], g: &ConvGeometry) -> &WinogradWeights {
+        let u = self
+            .weights
+            .get_or_init(|| WinogradWeights::new(w, g.out_channels, g.in_channels));
+        assert!(
+            u.out_channels == g.out_channels && u.in_channels == g.in_channels,
+            "winograd: a kernel prepared for another layer"
+        );
+        u
+    }
+}
+
+/// Whether this CPU runs the Winograd path (AVX-512 F, checked once).
+pub fn winograd_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// The tile grid of a convolution: `⌈H/4⌉ × ⌈W/4⌉` tiles per image.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+}
+
+impl Grid {
+    fn of(g: &ConvGeometry) -> Self {
+        Self {
+            rows: g.height.div_ceil(TILE),
+            cols: g.width.div_ceil(TILE),
+        }
+    }
+
+    fn per_image(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// Whether [`conv_forward_winograd`] takes this convolution: a 3×3 kernel on an AVX-512 CPU,
+/// at least [`MIN_TILES`] tiles, and element offsets that fit the gathers' 32-bit indices.
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    let fits = |channels: usize| {
+        g.batch
+            .checked_mul(channels)
+            .and_then(|v| v.checked_mul(g.pixels()))
+            .is_some_and(|v| v < i32::MAX as usize / 2)
+    };
+    g.kernel == 3
+        && g.height > 0
+        && g.width > 0
+        && winograd_available()
+        && g.batch * Grid::of(g).per_image() >= MIN_TILES
+        && fits(g.in_channels)
+        && fits(g.out_channels)
+}
+
+/// Sixteen consecutive tiles (the last group of a block may hold fewer): where their patches
+/// start and which of their rows and columns lie inside the image.
+#[derive(Debug, Clone, Copy, Default)]
+struct LaneGroup {
+    /// Offset of each tile's output origin (row `4·ty`, column `4·tx`) from its image's first
+    /// pixel, plus the image's offset in channel units: `n·channels·H·W + 4·ty·W + 4·tx`, for
+    /// input (`channels = C`) and output (`channels = K`).
+    input_origin: [i32; LANES],
+    output_origin: [i32; LANES],
+    /// Bit `t` of `rows_in[i]`: tile `t` exists and its patch row `i` (image row `4·ty − 1 + i`)
+    /// lies inside the image; the same for columns.
+    rows_in: [u16; PATCH],
+    cols_in: [u16; PATCH],
+}
+
+impl LaneGroup {
+    /// Tiles `first .. first + count` of the batch (`count ≤ 16`).
+    fn new(g: &ConvGeometry, grid: Grid, first: usize, count: usize) -> Self {
+        let mut group = Self::default();
+        let hw = g.pixels();
+        for lane in 0..count {
+            let t = first + lane;
+            let (n, r) = (t / grid.per_image(), t % grid.per_image());
+            let (y, x) = (TILE * (r / grid.cols), TILE * (r % grid.cols));
+            let within = (y * g.width + x) as i32;
+            group.input_origin[lane] = (n * g.in_channels * hw) as i32 + within;
+            group.output_origin[lane] = (n * g.out_channels * hw) as i32 + within;
+            for i in 0..PATCH {
+                // Patch row/column i reads image row/column 4·t − 1 + i.
+                if (1..=g.height).contains(&(y + i)) {
+                    group.rows_in[i] |= 1 << lane;
+                }
+                if (1..=g.width).contains(&(x + i)) {
+                    group.cols_in[i] |= 1 << lane;
+                }
+            }
+        }
+        group
+    }
+}
+
+thread_local! {
+    /// A block's transformed input (`36 × C × columns`) and products (`36 × K' × columns`).
+    static TRANSFORMED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Tiles per block: as many as keep the block's `V` and `M` within the L2 cache, in whole
+/// 32-tile panels, at least one panel.
+fn block_tiles(g: &ConvGeometry) -> usize {
+    let per_tile = XI * 4 * (g.in_channels + g.out_channels.next_multiple_of(MR));
+    (l2_cache_bytes() / per_tile / 32 * 32).clamp(32, 256)
+}
+
+/// `out = act(conv(x, w) + bias)` by F(4×4, 3×3): `x` `(B, C, H, W)`, `u` the transformed
+/// `(K, C, 3, 3)` kernel, `out` `(B, K, H, W)`.
+///
+/// # Safety
+/// [`applies`] holds for `g`; `out` is valid for `B·K·H·W` writes (possibly uninitialised) and
+/// accessed by no one else during the call; the bias (if any) holds `K` values.
+#[allow(unsafe_code)]
+pub(super) unsafe fn conv_forward_winograd(
+    x: &[f32],
+    u: &WinogradWeights,
+    post: PostOp<'_>,
+    g: &ConvGeometry,
+    out: *mut f32,
+) {
+    assert!(applies(g), "winograd: not for this convolution");
+    assert_eq!(x.len(), g.batch * g.in_channels * g.pixels());
+    assert!(u.out_channels == g.out_channels && u.in_channels == g.in_channels);
+    assert!(post.bias.is_none_or(|b| b.len() == g.out_channels));
+    let grid = Grid::of(g);
+    let tiles = g.batch * grid.per_image();
+    let per_block = block_tiles(g);
+    let blocks = tiles.div_ceil(per_block);
+    let threads = rayon::current_num_threads();
+    let out = SendPtr(out);
+    let block = |b: usize, inner: usize| {
+        let first = b * per_block;
+        let count = per_block.min(tiles - first);
+        let groups: Vec<LaneGroup> = (0..count.div_ceil(LANES))
+            .map(|j| {
+                let at = first + j * LANES;
+                LaneGroup::new(g, grid, at, LANES.min(first + count - at))
+            })
+            .collect();
+        TRANSFORMED.with(|cell| {
+            let mut buffers = cell.borrow_mut();
+            let (v, m) = &mut *buffers;
+            let columns = groups.len() * LANES;
+            let v = scratch(v, XI * g.in_channels * columns);
+            let m = scratch(m, XI * g.out_channels.next_multiple_of(MR) * columns);
+            // SAFETY: the buffers hold the sizes these passes use; `out` is the caller's.
+            unsafe { run_block(x, u, post, g, &groups, v, m, out, inner) };
+        });
+    };
+    if blocks >= 2 * threads || threads == 1 {
+        (0..blocks).into_par_iter().for_each(|b| block(b, 1));
+    } else {
+        (0..blocks).for_each(|b| block(b, threads));
+    }
+}
+
+/// The three passes over one block of tiles (`groups`), each spread over `inner` threads when
+/// `inner > 1`: input transform by channel, products by `ξ`, output transform by channel.
+///
+/// # Safety
+/// `v` holds `36·C·columns` values and `m` `36·⌈K/8⌉·8·columns` (`columns = 16·groups`); the
+/// groups' output pixels are this call's alone; AVX-512 F present (via [`applies`]).
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn run_block(
+    x: &[f32],
+    u: &WinogradWeights,
+    post: PostOp<'_>,
+    g: &ConvGeometry,
+    groups: &[LaneGroup],
+    v: &mut [f32],
+    m: &mut [f32],
+    out: SendPtr,
+    inner: usize,
+) {
+    let (c_in, k_out, hw) = (g.in_channels, g.out_channels, g.pixels());
+    let columns = groups.len() * LANES;
+    let k_rows = k_out.next_multiple_of(MR);
+    assert!(v.len() >= XI * c_in * columns && m.len() >= XI * k_rows * columns);
+    let (v_ptr, m_ptr) = (SendPtr(v.as_mut_ptr()), SendPtr(m.as_mut_ptr()));
+    let each = |n: usize, f: &(dyn Fn(usize) + Sync)| {
+        if inner > 1 {
+            (0..n).into_par_iter().for_each(f);
+        } else {
+            (0..n).for_each(f);
+        }
+    };
+    // SAFETY (all three passes): each task writes its own rows (channel `c`, position `ξ`,
+    // channel `k`) of `v`, `m` or `out`, inside the sizes asserted above; AVX-512 F is present.
+    #[cfg(target_arch = "x86_64")]
+    {
+        each(c_in, &|c| {
+            for (j, group) in groups.iter().enumerate() {
+                unsafe {
+                    avx512::transform_input(
+                        x.as_ptr().add(c * hw),
+                        group,
+                        g.width,
+                        v_ptr.get().add(c * columns + j * LANES),
+                        c_in * columns,
+                    )
+                };
+            }
+        });
+        each(XI, &|xi| unsafe {
+            avx512::products(
+                &u.data[xi * u.per_xi()..][..u.per_xi()],
+                v_ptr.get().add(xi * c_in * columns),
+                c_in,
+                columns,
+                m_ptr.get().add(xi * k_rows * columns),
+                k_rows,
+            )
+        });
+        each(k_out, &|k| {
+            let shift = post.bias.map_or(0.0, |b| b[k]);
+            for (j, group) in groups.iter().enumerate() {
+                unsafe {
+                    avx512::transform_output(
+                        m_ptr.get().add(k * columns + j * LANES),
+                        k_rows * columns,
+                        group,
+                        g.width,
+                        shift,
+                        post.epilogue,
+                        out.get().add(k * hw),
+                    )
+                };
+            }
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, u, post, hw, v_ptr, m_ptr, out, each);
+        unreachable!("winograd: AVX-512 only (see `applies`)");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, LaneGroup, MR, PATCH, XI};
+    use crate::cpu_kernels::conv::Epilogue;
+
+    /// `Bᵀ` applied to six vectors (one column or row of a patch).
+    #[inline]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    fn bt(d: [__m512; PATCH]) -> [__m512; PATCH] {
+        let four = _mm512_set1_ps(4.0);
+        let five = _mm512_set1_ps(-5.0);
+        let two = _mm512_set1_ps(2.0);
+        // t1 = d4 − 4·d2, t2 = d3 − 4·d1, t3 = d4 − d2, t4 = 2·(d3 − d1)
+        let t1 = _mm512_fnmadd_ps(four, d[2], d[4]);
+        let t2 = _mm512_fnmadd_ps(four, d[1], d[3]);
+        let t3 = _mm512_sub_ps(d[4], d[2]);
+        let t4 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(five, d[2], d[4])),
+            _mm512_add_ps(t1, t2),
+            _mm512_sub_ps(t1, t2),
+            _mm512_add_ps(t3, t4),
+            _mm512_sub_ps(t3, t4),
+            _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// `Aᵀ` applied to six vectors: four.
+    #[inline]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    fn at(m: [__m512; PATCH]) -> [__m512; 4] {
+        let s12 = _mm512_add_ps(m[1], m[2]);
+        let d12 = _mm512_sub_ps(m[1], m[2]);
+        let s34 = _mm512_add_ps(m[3], m[4]);
+        let d34 = _mm512_sub_ps(m[3], m[4]);
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+        ]
+    }
+
+    /// Transforms one input channel's patches of a group: `V_ξ[lane]` for the 36 `ξ` at
+    /// `v + ξ·xi_stride`.
+    ///
+    /// # Safety
+    /// AVX-512 F present; `plane` is the channel's first pixel in image 0 of the input (the
+    /// group's origins add the image offsets) with every in-image pixel of the group's tiles
+    /// readable; `v` valid for 16 writes at each of the 36 positions.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_input(
+        plane: *const f32,
+        group: &LaneGroup,
+        width: usize,
+        v: *mut f32,
+        xi_stride: usize,
+    ) {
+        // SAFETY: the origins are 64 bytes of a plain array.
+        let origin = unsafe { _mm512_loadu_si512(group.input_origin.as_ptr().cast()) };
+        let zero = _mm512_setzero_ps();
+        let mut rows = [[zero; PATCH]; PATCH];
+        for (i, row) in rows.iter_mut().enumerate() {
+            if group.rows_in[i] == 0 {
+                continue;
+            }
+            let mut d = [zero; PATCH];
+            for (j, dj) in d.iter_mut().enumerate() {
+                let mask = group.rows_in[i] & group.cols_in[j];
+                // Element (i, j) of the patch: row 4ty − 1 + i, column 4tx − 1 + j.
+                let shift = (i as i32 - 1) * width as i32 + j as i32 - 1;
+                let at = _mm512_add_epi32(origin, _mm512_set1_epi32(shift));
+                // SAFETY: the mask keeps exactly the lanes whose pixel lies inside the image
+                // (the caller's contract covers those); masked lanes are not read.
+                *dj = unsafe { _mm512_mask_i32gather_ps::<4>(zero, mask, at, plane) };
+            }
+            *row = bt(d);
+        }
+        for l in 0..PATCH {
+            let column = bt(rows.map(|row| row[l]));
+            for (i, value) in column.into_iter().enumerate() {
+                // SAFETY: the caller's contract (16 values at each ξ).
+                unsafe { _mm512_storeu_ps(v.add((i * PATCH + l) * xi_stride), value) };
+            }
+        }
+    }
+
+    /// `M_ξ = U_ξ · V_ξ`: `u` `⌈K/8⌉` panels of `C × 8`, `v` `C × columns` (row-major), `m`
+    /// `k_rows × columns`.
+    ///
+    /// # Safety
+    /// AVX-512 F present; `v` readable for `C·columns` values, `m` writable for
+    /// `k_rows·columns`; `columns` a multiple of 16, `u` holding `k_rows·C` values.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn products(
+        u: &[f32],
+        v: *const f32,
+        c_in: usize,
+        columns: usize,
+        m: *mut f32,
+        k_rows: usize,
+    ) {
+        assert!(u.len() >= k_rows * c_in && columns.is_multiple_of(LANES));
+        for first in (0..columns).step_by(2 * LANES) {
+            let wide = columns - first > LANES;
+            for panel in 0..k_rows / MR {
+                let weights = &u[panel * c_in * MR..][..c_in * MR];
+                // SAFETY: the caller's sizes; the block is rows `panel·8..+8`, columns
+                // `first..first + 16 or 32`.
+                unsafe {
+                    let dst = m.add(panel * MR * columns + first);
+                    if wide {
+                        block::<true>(weights, v.add(first), columns, dst, columns)
+                    } else {
+                        block::<false>(weights, v.add(first), columns, dst, columns)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One 8 × 32 (or, without `WIDE`, 8 × 16) block of a product, summed over all `C`.
+    ///
+    /// # Safety
+    /// AVX-512 F present; `v` readable for `C` rows of 16 or 32 values `v_stride` apart; `m`
+    /// writable for 8 rows of as many, `m_stride` apart.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const WIDE: bool>(
+        weights: &[f32],
+        v: *const f32,
+        v_stride: usize,
+        m: *mut f32,
+        m_stride: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for (c, w) in weights.chunks_exact(MR).enumerate() {
+            // SAFETY: row `c` of `v` (the caller's contract).
+            let (v0, v1) = unsafe {
+                let row = v.add(c * v_stride);
+                (
+                    _mm512_loadu_ps(row),
+                    if WIDE {
+                        _mm512_loadu_ps(row.add(LANES))
+                    } else {
+                        _mm512_setzero_ps()
+                    },
+                )
+            };
+            for (row, &wr) in acc.iter_mut().zip(w) {
+                let wv = _mm512_set1_ps(wr);
+                row[0] = _mm512_fmadd_ps(wv, v0, row[0]);
+                if WIDE {
+                    row[1] = _mm512_fmadd_ps(wv, v1, row[1]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row `r` of the block (the caller's contract).
+            unsafe {
+                let dst = m.add(r * m_stride);
+                _mm512_storeu_ps(dst, row[0]);
+                if WIDE {
+                    _mm512_storeu_ps(dst.add(LANES), row[1]);
+                }
+            }
+        }
+    }
+
+    /// Transforms one output channel's products of a group back to pixels, adds `shift`,
+    /// applies the activation and writes the in-image pixels of the group's tiles.
+    ///
+    /// # Safety
+    /// AVX-512 F present; `m` readable for 16 values at each `ξ·xi_stride`; `plane` is the
+    /// channel's first pixel in image 0 of the output, every in-image pixel of the group's tiles
+    /// writable and this call's alone.
+    #[allow(unsafe_code, clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_output(
+        m: *const f32,
+        xi_stride: usize,
+        group: &LaneGroup,
+        width: usize,
+        shift: f32,
+        epilogue: Epilogue,
+        plane: *mut f32,
+    ) {
+        let zero = _mm512_setzero_ps();
+        // `Aᵀ` down each column `l` of the 6×6 products, then along each of the 4 rows.
+        let mut columns = [[zero; 4]; PATCH];
+        for (l, sums) in columns.iter_mut().enumerate() {
+            let mut column = [zero; PATCH];
+            for (i, value) in column.iter_mut().enumerate() {
+                // SAFETY: the caller's contract.
+                *value = unsafe { _mm512_loadu_ps(m.add((i * PATCH + l) * xi_stride)) };
+            }
+            *sums = at(column);
+        }
+        // SAFETY: 64 bytes of a plain array.
+        let origin = unsafe { _mm512_loadu_si512(group.output_origin.as_ptr().cast()) };
+        let shift = _mm512_set1_ps(shift);
+        for r in 0..4 {
+            let rows_in = group.rows_in[r + 1];
+            if rows_in == 0 {
+                continue;
+            }
+            for (s, y) in at(columns.map(|sums| sums[r])).into_iter().enumerate() {
+                let z = _mm512_add_ps(y, shift);
+                let z = match epilogue {
+                    Epilogue::Identity => z,
+                    Epilogue::Relu => _mm512_max_ps(z, zero),
+                    Epilogue::LeakyRelu(slope) => {
+                        _mm512_max_ps(z, _mm512_mul_ps(z, _mm512_set1_ps(slope)))
+                    }
+                };
+                let mask = rows_in & group.cols_in[s + 1];
+                let at = _mm512_add_epi32(origin, _mm512_set1_epi32((r * width + s) as i32));
+                // SAFETY: the mask keeps exactly the lanes whose pixel lies inside the image
+                // (the caller's contract covers those); masked lanes are not written.
+                unsafe { _mm512_mask_i32scatter_ps::<4>(plane, mask, at, z) };
+            }
+        }
+    }
+
+    const _: () = assert!(XI == PATCH * PATCH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_transform_of_a_delta_is_g_columns() {
+        // g = δ at (0, 0): G g Gᵀ = G[:,0] G[:,0]ᵀ.
+        let mut g = [0f32; 9];
+        g[0] = 1.0;
+        let u = transform_kernel(&g);
+        for i in 0..PATCH {
+            for l in 0..PATCH {
+                assert_eq!(u[i * PATCH + l], G[i][0] * G[l][0]);
+            }
+        }
+    }
+
+    #[test]
+    fn lane_groups_mark_the_image_border() {
+        let g = ConvGeometry {
+            batch: 2,
+            in_channels: 3,
+            out_channels: 5,
+            height: 6,
+            width: 5,
+            kernel: 3,
+        };
+        let grid = Grid::of(&g);
+        assert_eq!((grid.rows, grid.cols), (2, 2));
+        let group = LaneGroup::new(&g, grid, 2, 5);
+        // Lanes: tiles 2, 3 (image 0, second tile row), 4, 5, 6 (image 1).
+        assert_eq!(group.input_origin[0], 4 * 5);
+        assert_eq!(group.input_origin[2], 3 * 30);
+        assert_eq!(group.output_origin[2], 5 * 30);
+        assert_eq!(group.input_origin[4], 3 * 30 + 4 * 5);
+        // Patch row 0 of tile row 0 lies above the image (lanes 2 and 3: image 1's first tile
+        // row); lane 4 (its second tile row) reads image row 3.
+        assert_eq!(group.rows_in[0] & 0b11100, 0b10000);
+        // Tile row 1 (rows 4..8 of a 6-row image): patch rows 0..=2 inside, 3..=5 not.
+        assert_eq!(group.rows_in[2] & 0b10011, 0b10011);
+        assert_eq!(group.rows_in[3] & 0b10011, 0);
+        // Tile column 1 covers columns 4..8 of 5: patch columns 0 and 1 inside only.
+        assert_eq!(group.cols_in[1] & 0b01010, 0b01010);
+        assert_eq!(group.cols_in[2] & 0b01010, 0);
+        // No lanes past the count.
+        assert!(group.rows_in.iter().all(|&r| r >> 5 == 0));
+    }
+}
