@@ -252,24 +252,6 @@ pub(super) fn for_each_tile(tiles: &[Tile], inner: usize, f: impl Fn(&Tile) + Sy
     }
 }
 
-/// `out = act(conv(x, w) + bias)`: `x` `(B, I, H, W)`, `w` `(O, I, k, k)`, `bias` `(O)`, `out`
-/// `(B, O, H, W)`, all contiguous.
-pub fn conv_forward(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    epilogue: Epilogue,
-    g: &ConvGeometry,
-    out: &mut [f32],
-) {
-    assert_eq!(out.len(), g.batch * g.out_channels * g.pixels());
-    // SAFETY: `out` is an exclusive, initialised region of the right length.
-    #[allow(unsafe_code)]
-    unsafe {
-        conv_forward_raw(x, w, bias, epilogue, g, None, out.as_mut_ptr())
-    };
-}
-
 /// A layer's kernel prepared for a faster product than im2col with f32 operands.
 #[derive(Debug)]
 pub enum PreparedKernel {
@@ -281,6 +263,15 @@ pub enum PreparedKernel {
     /// A 3×3 kernel of a network multiplying in bf16: Winograd in f32 where it applies (there it
     /// beats bf16 im2col products, and is more accurate), bf16 products on smaller maps.
     WinogradOrBf16(WinogradKernel, PackedWeights),
+}
+
+impl PreparedKernel {
+    /// For a kernel that changes between calls (training): Winograd products where they apply,
+    /// the kernel transformed again by each call that takes them (a small cost next to the
+    /// products on the maps Winograd takes), im2col elsewhere.
+    pub fn per_call_winograd() -> Self {
+        Self::Winograd(WinogradKernel::default())
+    }
 }
 
 /// [`conv_forward`] into a new vector, without filling it first: every output value is written
@@ -490,15 +481,38 @@ pub(super) unsafe fn scatter_images(
 
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
 /// `(B, O, H, W)` and `w` `(O, I, k, k)`.
+/// 3×3 kernels take Winograd's products where they apply.
 pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mut [f32]) {
     let (flipped, swapped) = transposed_kernel(w, g);
-    conv_forward(g_out, &flipped, None, Epilogue::Identity, &swapped, g_in);
+    assert_eq!(g_in.len(), g.batch * g.in_channels * g.pixels());
+    let winograd = PreparedKernel::per_call_winograd();
+    // SAFETY: `g_in` is an exclusive, initialised region of the right length.
+    #[allow(unsafe_code)]
+    unsafe {
+        conv_forward_raw(
+            g_out,
+            &flipped,
+            None,
+            Epilogue::Identity,
+            &swapped,
+            Some(&winograd),
+            g_in.as_mut_ptr(),
+        )
+    };
 }
 
 /// [`conv_backward_input`] into a new vector.
 pub fn conv_backward_input_new(g_out: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (flipped, swapped) = transposed_kernel(w, g);
-    conv_forward_new(g_out, &flipped, None, Epilogue::Identity, &swapped, None)
+    let winograd = PreparedKernel::per_call_winograd();
+    conv_forward_new(
+        g_out,
+        &flipped,
+        None,
+        Epilogue::Identity,
+        &swapped,
+        Some(&winograd),
+    )
 }
 
 /// A stride-1 "same" convolution's input gradient is the convolution of the output gradient

@@ -68,7 +68,9 @@ impl std::fmt::Debug for WinogradWeights {
 }
 
 impl WinogradWeights {
-    /// Transforms `w` `(K, C, 3, 3)`, contiguous (the products in f64, rounded once).
+    /// Transforms `w` `(K, C, 3, 3)`, contiguous: on AVX-512 sixteen kernels at a time in f32,
+    /// panels in parallel (training transforms its kernels on every step); elsewhere one at a
+    /// time in f64.
     pub fn new(w: &[f32], out_channels: usize, in_channels: usize) -> Self {
         assert_eq!(
             w.len(),
@@ -77,6 +79,25 @@ impl WinogradWeights {
         );
         let per_xi = out_channels.div_ceil(MR) * in_channels * MR;
         let mut data = vec![0f32; XI * per_xi];
+        #[cfg(target_arch = "x86_64")]
+        if winograd_available() && w.len() < i32::MAX as usize / 2 {
+            let dst = SendPtr(data.as_mut_ptr());
+            (0..out_channels.div_ceil(MR))
+                .into_par_iter()
+                .for_each(|panel| {
+                    #[allow(unsafe_code)]
+                    // SAFETY: AVX-512 F is present; each panel writes its own `C × 8` block of
+                    // every `ξ` (inside `data`, whose length is `36·per_xi`); offsets fit i32.
+                    unsafe {
+                        avx512::transform_panel(w, out_channels, in_channels, panel, dst, per_xi)
+                    }
+                });
+            return Self {
+                data,
+                out_channels,
+                in_channels,
+            };
+        }
         for (kc, g) in w.chunks_exact(9).enumerate() {
             let (k, c) = (kc / in_channels, kc % in_channels);
             let at = (k / MR) * in_channels * MR + c * MR + k % MR;
@@ -377,7 +398,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{LANES, LaneGroup, MR, PATCH, XI};
-    use crate::cpu_kernels::conv::Epilogue;
+    use crate::cpu_kernels::conv::{Epilogue, SendPtr};
 
     /// `Bᵀ` applied to six vectors (one column or row of a patch).
     #[inline]
@@ -417,6 +438,82 @@ mod avx512 {
             _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
             _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
         ]
+    }
+
+    /// `G` applied to three vectors (one column or row of 3×3 kernels): six.
+    #[inline]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    fn g(v: [__m512; 3]) -> [__m512; PATCH] {
+        let c = |x: f32| _mm512_set1_ps(x);
+        // (v0 + v2) and v1 appear with the same weights in rows 1-4.
+        let outer = _mm512_add_ps(v[0], v[2]);
+        let wide = _mm512_fmadd_ps(c(1.0 / 24.0), v[0], _mm512_mul_ps(c(1.0 / 6.0), v[2]));
+        let mid = _mm512_mul_ps(c(1.0 / 12.0), v[1]);
+        let sixth = _mm512_mul_ps(c(-1.0 / 6.0), outer);
+        let sixth_mid = _mm512_mul_ps(c(1.0 / 6.0), v[1]);
+        [
+            _mm512_mul_ps(c(0.25), v[0]),
+            _mm512_sub_ps(sixth, sixth_mid),
+            _mm512_add_ps(sixth, sixth_mid),
+            _mm512_add_ps(wide, mid),
+            _mm512_sub_ps(wide, mid),
+            v[2],
+        ]
+    }
+
+    /// Transforms the kernels of output-channel panel `panel` (channels `8·panel ..`): sixteen
+    /// at a time, lanes `(c − c0)·8 + (k − 8·panel)` for input channels `c0, c0 + 1`, so that each
+    /// `ξ`'s result is one contiguous store of the panel's layout.
+    ///
+    /// # Safety
+    /// AVX-512 F present; `w` is `K × C × 9`, with `K·C·9` within i32; `dst` holds `36·per_xi`
+    /// values of which this call alone writes panel `panel`'s.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_panel(
+        w: &[f32],
+        k_out: usize,
+        c_in: usize,
+        panel: usize,
+        dst: SendPtr,
+        per_xi: usize,
+    ) {
+        assert_eq!(w.len(), k_out * c_in * 9);
+        let zero = _mm512_setzero_ps();
+        for c0 in (0..c_in).step_by(2) {
+            let mut offsets = [0i32; LANES];
+            let mut live: u16 = 0;
+            for (lane, offset) in offsets.iter_mut().enumerate() {
+                let (k, c) = (panel * MR + lane % MR, c0 + lane / MR);
+                if k < k_out && c < c_in {
+                    *offset = ((k * c_in + c) * 9) as i32;
+                    live |= 1 << lane;
+                }
+            }
+            // SAFETY: 64 bytes of a plain array.
+            let base = unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) };
+            let mut taps = [zero; 9];
+            for (tap, value) in taps.iter_mut().enumerate() {
+                let at = _mm512_add_epi32(base, _mm512_set1_epi32(tap as i32));
+                // SAFETY: live lanes address kernel values inside `w`; others are not read.
+                *value = unsafe { _mm512_mask_i32gather_ps::<4>(zero, live, at, w.as_ptr()) };
+            }
+            // G g (6 × 3), one column b at a time; then each row times Gᵀ.
+            let columns: [[__m512; PATCH]; 3] =
+                [0, 1, 2].map(|b| g([taps[b], taps[3 + b], taps[6 + b]]));
+            // Two input channels fill 16 lanes; a last odd channel only the first 8.
+            let store: u16 = if c0 + 1 < c_in { 0xffff } else { 0x00ff };
+            for i in 0..PATCH {
+                let row = g(columns.map(|column| column[i]));
+                for (l, value) in row.into_iter().enumerate() {
+                    let at = (i * PATCH + l) * per_xi + panel * c_in * MR + c0 * MR;
+                    // SAFETY: inside this panel's block of `ξ = 6i + l` (the caller's
+                    // contract); the mask stops at the last input channel.
+                    unsafe { _mm512_mask_storeu_ps(dst.get().add(at), store, value) };
+                }
+            }
+        }
     }
 
     /// Transforms one input channel's patches of a group: `V_ξ[lane]` for the 36 `ξ` at
@@ -618,6 +715,34 @@ mod tests {
         for i in 0..PATCH {
             for l in 0..PATCH {
                 assert_eq!(u[i * PATCH + l], G[i][0] * G[l][0]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_vector_kernel_transform_matches_f64() {
+        // K = 13 (a partial last panel), C = 5 (an odd last channel pair).
+        let (k_out, c_in) = (13, 5);
+        let w: Vec<f32> = (0..k_out * c_in * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let u = WinogradWeights::new(&w, k_out, c_in);
+        let per_xi = u.per_xi();
+        for k in 0..k_out.next_multiple_of(MR) {
+            for c in 0..c_in {
+                let at = (k / MR) * c_in * MR + c * MR + k % MR;
+                let expected = if k < k_out {
+                    transform_kernel(&w[(k * c_in + c) * 9..][..9])
+                } else {
+                    [0.0; XI]
+                };
+                for (xi, e) in expected.into_iter().enumerate() {
+                    let got = f64::from(u.data[xi * per_xi + at]);
+                    assert!(
+                        (got - e).abs() <= 1e-6 * (1.0 + e.abs()),
+                        "k {k} c {c} ξ {xi}: {got} vs {e}"
+                    );
+                }
             }
         }
     }

@@ -11,7 +11,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::{f32_slice, geometry};
 use crate::cpu_kernels::{
-    ConvGeometry, Epilogue, conv_backward_input, conv_backward_weight, conv_forward_new,
+    ConvGeometry, Epilogue, PreparedKernel, conv_backward_input, conv_backward_weight,
+    conv_forward_new,
 };
 use crate::cpu_kernels::{bn_act_backward, bn_act_forward, channel_stats};
 use crate::cpu_kernels::{zeroed, zeroed_with_spare};
@@ -82,7 +83,7 @@ impl CustomOp3 for ConvBnActOp {
             None,
             Epilogue::Identity,
             &g,
-            None,
+            Some(&PreparedKernel::per_call_winograd()),
         );
         let (mean, var) = channel_stats(&conv_out, dims.0, dims.1, dims.2);
         let mut y = zeroed(conv_out.len());

@@ -79,7 +79,7 @@ impl CustomOp2 for ConvOp {
             None,
             Epilogue::Identity,
             &g,
-            None,
+            Some(&PreparedKernel::per_call_winograd()),
         );
         Ok((
             CpuStorage::F32(out),
