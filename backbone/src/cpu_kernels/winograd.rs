@@ -342,12 +342,13 @@ unsafe fn run_block(
             (0..n).for_each(f);
         }
     };
-    // SAFETY (all three passes): each task writes its own rows (channel `c`, position `ξ`,
-    // channel `k`) of `v`, `m` or `out`, inside the sizes asserted above; AVX-512 F is present.
+    // Each task writes its own rows (channel `c`, position `ξ`, channel `k`) of `v`, `m` or
+    // `out`, inside the sizes asserted above.
     #[cfg(target_arch = "x86_64")]
     {
         each(c_in, &|c| {
             for (j, group) in groups.iter().enumerate() {
+                // SAFETY: AVX-512 F present; channel `c`'s rows of `v` are this task's alone.
                 unsafe {
                     avx512::transform_input(
                         x.as_ptr().add(c * hw),
@@ -359,19 +360,23 @@ unsafe fn run_block(
                 };
             }
         });
-        each(XI, &|xi| unsafe {
-            avx512::products(
-                &u.data[xi * u.per_xi()..][..u.per_xi()],
-                v_ptr.get().add(xi * c_in * columns),
-                c_in,
-                columns,
-                m_ptr.get().add(xi * k_rows * columns),
-                k_rows,
-            )
+        each(XI, &|xi| {
+            // SAFETY: AVX-512 F present; `ξ`'s matrix of `m` is this task's alone.
+            unsafe {
+                avx512::products(
+                    &u.data[xi * u.per_xi()..][..u.per_xi()],
+                    v_ptr.get().add(xi * c_in * columns),
+                    c_in,
+                    columns,
+                    m_ptr.get().add(xi * k_rows * columns),
+                    k_rows,
+                )
+            }
         });
         each(k_out, &|k| {
             let shift = post.bias.map_or(0.0, |b| b[k]);
             for (j, group) in groups.iter().enumerate() {
+                // SAFETY: AVX-512 F present; channel `k`'s pixels of these tiles are this task's.
                 unsafe {
                     avx512::transform_output(
                         m_ptr.get().add(k * columns + j * LANES),
