@@ -542,12 +542,17 @@ fn transposed_kernel(w: &[f32], g: &ConvGeometry) -> (Vec<f32>, ConvGeometry) {
     (flipped, swapped)
 }
 
-/// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch. The sum is split
-/// into a fixed number of contiguous chunks of tiles reduced in order, so the result does not
-/// depend on thread timing.
+/// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch: by Winograd's
+/// transforms for the 3×3 kernels it applies to, else im2col products. Either way the sum runs
+/// in a fixed order, so the result does not depend on thread timing (im2col: a fixed number of
+/// contiguous chunks of tiles, reduced in order).
 pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mut [f32]) {
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
     assert_eq!(g_w.len(), o * patch);
+    if winograd::applies_to_weight_gradient(g) {
+        winograd::conv_backward_weight_winograd(x, g_out, g, g_w);
+        return;
+    }
     let (tiles, _) = plan(g);
     let chunks = rayon::current_num_threads().clamp(1, tiles.len().max(1));
     let partials: Vec<Vec<f32>> = (0..chunks)

@@ -20,6 +20,10 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+mod weight_gradient;
+
+pub(super) use weight_gradient::{applies_to_weight_gradient, conv_backward_weight_winograd};
+
 use super::bf16_gemm::PostOp;
 use super::cache_size::l2_cache_bytes;
 use super::conv::{ConvGeometry, SendPtr, scratch};
@@ -370,6 +374,7 @@ unsafe fn run_block(
                     columns,
                     m_ptr.get().add(xi * k_rows * columns),
                     k_rows,
+                    false,
                 )
             }
         });
@@ -409,7 +414,7 @@ mod avx512 {
     #[inline]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
-    fn bt(d: [__m512; PATCH]) -> [__m512; PATCH] {
+    pub(super) fn bt(d: [__m512; PATCH]) -> [__m512; PATCH] {
         let four = _mm512_set1_ps(4.0);
         let five = _mm512_set1_ps(-5.0);
         let two = _mm512_set1_ps(2.0);
@@ -566,8 +571,8 @@ mod avx512 {
         }
     }
 
-    /// `M_ξ = U_ξ · V_ξ`: `u` `⌈K/8⌉` panels of `C × 8`, `v` `C × columns` (row-major), `m`
-    /// `k_rows × columns`.
+    /// `M_ξ = U_ξ · V_ξ` (or, with `accumulate`, `M_ξ += U_ξ · V_ξ`): `u` `⌈K/8⌉` panels of
+    /// `C × 8`, `v` `C × columns` (row-major), `m` `k_rows × columns`.
     ///
     /// # Safety
     /// AVX-512 F present; `v` readable for `C·columns` values, `m` writable for
@@ -581,6 +586,7 @@ mod avx512 {
         columns: usize,
         m: *mut f32,
         k_rows: usize,
+        accumulate: bool,
     ) {
         assert!(u.len() >= k_rows * c_in && columns.is_multiple_of(LANES));
         for first in (0..columns).step_by(2 * LANES) {
@@ -591,24 +597,27 @@ mod avx512 {
                 // `first..first + 16 or 32`.
                 unsafe {
                     let dst = m.add(panel * MR * columns + first);
-                    if wide {
-                        block::<true>(weights, v.add(first), columns, dst, columns)
-                    } else {
-                        block::<false>(weights, v.add(first), columns, dst, columns)
+                    let v = v.add(first);
+                    match (wide, accumulate) {
+                        (true, false) => block::<true, false>(weights, v, columns, dst, columns),
+                        (false, false) => block::<false, false>(weights, v, columns, dst, columns),
+                        (true, true) => block::<true, true>(weights, v, columns, dst, columns),
+                        (false, true) => block::<false, true>(weights, v, columns, dst, columns),
                     }
                 }
             }
         }
     }
 
-    /// One 8 × 32 (or, without `WIDE`, 8 × 16) block of a product, summed over all `C`.
+    /// One 8 × 32 (or, without `WIDE`, 8 × 16) block of a product, summed over all `C`; with
+    /// `ACCUMULATE` added to what `m` holds.
     ///
     /// # Safety
     /// AVX-512 F present; `v` readable for `C` rows of 16 or 32 values `v_stride` apart; `m`
-    /// writable for 8 rows of as many, `m_stride` apart.
+    /// writable (and with `ACCUMULATE` readable) for 8 rows of as many, `m_stride` apart.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block<const WIDE: bool>(
+    unsafe fn block<const WIDE: bool, const ACCUMULATE: bool>(
         weights: &[f32],
         v: *const f32,
         v_stride: usize,
@@ -616,6 +625,18 @@ mod avx512 {
         m_stride: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if ACCUMULATE {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: row `r` of the block (the caller's contract).
+                unsafe {
+                    let src = m.add(r * m_stride);
+                    row[0] = _mm512_loadu_ps(src);
+                    if WIDE {
+                        row[1] = _mm512_loadu_ps(src.add(LANES));
+                    }
+                }
+            }
+        }
         for (c, w) in weights.chunks_exact(MR).enumerate() {
             // SAFETY: row `c` of `v` (the caller's contract).
             let (v0, v1) = unsafe {
