@@ -16,9 +16,11 @@
 //! Deterministic: each `ξ`'s sum runs over the blocks in order in a single task, so the result
 //! depends neither on the number of threads nor on their timing.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
-use super::super::conv::{ConvGeometry, SendPtr};
+use super::super::conv::{ConvGeometry, SendPtr, scratch};
 use super::{Grid, LANES, XI, applies};
 
 /// The fewest tiles worth it: with fewer, writing and transforming `dU` (`36·K·C` values)
@@ -65,15 +67,27 @@ pub(in crate::cpu_kernels) fn conv_backward_weight_winograd(
     // Channels padded to whole registers: dU is, for each ξ, a row-major `K' × C'` matrix.
     let (c_pad, k_pad) = (c_in.next_multiple_of(LANES), k_out.next_multiple_of(LANES));
     let per_block = block_tiles(c_pad, k_pad).min(tiles);
-    let mut du = vec![0f32; XI * k_pad * c_pad];
-    let mut v = vec![0f32; XI * per_block * c_pad];
-    let mut dm = vec![0f32; XI * per_block * k_pad];
-    for first in (0..tiles).step_by(per_block) {
-        let count = per_block.min(tiles - first);
-        transform_block(x, g_out, g, first, count, &mut v, &mut dm);
-        add_products(&v, &dm, count, c_pad, k_pad, &mut du);
-    }
-    kernels_from_transformed(&du, k_out, c_in, c_pad, k_pad, g_w);
+    SCRATCH.with(|cell| {
+        let mut buffers = cell.borrow_mut();
+        let (du, v, dm) = &mut *buffers;
+        let du = scratch(du, XI * k_pad * c_pad);
+        let v = scratch(v, XI * per_block * c_pad);
+        let dm = scratch(dm, XI * per_block * k_pad);
+        for first in (0..tiles).step_by(per_block) {
+            let count = per_block.min(tiles - first);
+            transform_block(x, g_out, g, first, count, v, dm);
+            // The first block's products overwrite what the scratch held.
+            add_products(v, dm, count, c_pad, k_pad, first > 0, du);
+        }
+        kernels_from_transformed(du, k_out, c_in, c_pad, k_pad, g_w);
+    });
+}
+
+thread_local! {
+    /// `dU`, and a block's transformed inputs and output gradients (kept between calls;
+    /// grown only; every value used is written first).
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Tiles `first .. first + count`: their input patches transformed into `v` (`36 × count × C'`)
@@ -145,8 +159,17 @@ fn transform_block(
     });
 }
 
-/// `du_ξ += dm_ξ · v_ξ` for the 36 `ξ` of a block of `count` tiles, in parallel over `ξ`.
-fn add_products(v: &[f32], dm: &[f32], count: usize, c_pad: usize, k_pad: usize, du: &mut [f32]) {
+/// `du_ξ += dm_ξ · v_ξ` (without `accumulate`, `du_ξ = dm_ξ · v_ξ`) for the 36 `ξ` of a block of
+/// `count` tiles, in parallel over `ξ`.
+fn add_products(
+    v: &[f32],
+    dm: &[f32],
+    count: usize,
+    c_pad: usize,
+    k_pad: usize,
+    accumulate: bool,
+    du: &mut [f32],
+) {
     assert!(v.len() >= XI * count * c_pad && dm.len() >= XI * count * k_pad);
     assert!(du.len() == XI * k_pad * c_pad && c_pad.is_multiple_of(LANES));
     du.par_chunks_mut(k_pad * c_pad)
@@ -165,12 +188,12 @@ fn add_products(v: &[f32], dm: &[f32], count: usize, c_pad: usize, k_pad: usize,
                     c_pad,
                     du_xi.as_mut_ptr(),
                     k_pad,
-                    true,
+                    accumulate,
                 )
             };
             #[cfg(not(target_arch = "x86_64"))]
             {
-                let _ = (v, dm, count, du_xi);
+                let _ = (v, dm, count, accumulate, du_xi);
                 unreachable!("winograd: AVX-512 only (see `applies`)");
             }
         });
@@ -585,9 +608,15 @@ mod tests {
                     .unwrap();
                 let got = pool.install(|| {
                     assert!(applies_to_weight_gradient(&g));
-                    let mut g_w = vec![0f32; k_out * c_in * 9];
-                    conv_backward_weight_winograd(&x, &dy, &g, &mut g_w);
-                    g_w
+                    let run = || {
+                        let mut g_w = vec![0f32; k_out * c_in * 9];
+                        conv_backward_weight_winograd(&x, &dy, &g, &mut g_w);
+                        g_w
+                    };
+                    // The second call finds the first one's sums in its scratch buffers.
+                    let once = run();
+                    assert!(once == run(), "{g:?}: a second call differs");
+                    once
                 });
                 for (i, (a, e)) in got.iter().zip(&expected).enumerate() {
                     assert!(
