@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod box_drawing;
+pub mod candle_pool;
 pub mod cli;
 pub mod gallery;
 pub mod largest_batch;

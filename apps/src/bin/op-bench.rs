@@ -408,6 +408,7 @@ fn time_ms(
 
 fn main() {
     tresnet_apps::allocator::keep_freed_memory();
+    tresnet_apps::candle_pool::run_candle_elementwise_on_the_caller();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("op-bench: error: {err:#}");
         std::process::exit(1);

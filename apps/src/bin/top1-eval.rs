@@ -51,6 +51,7 @@ struct Cli {
 
 fn main() {
     tresnet_apps::allocator::keep_freed_memory();
+    tresnet_apps::candle_pool::run_candle_elementwise_on_the_caller();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("top1-eval: error: {err:#}");
         std::process::exit(1);
