@@ -20,9 +20,14 @@ p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--iters", type=int, default=10)
 p.add_argument("--device", default="cpu")
 p.add_argument("--amp", action="store_true", help="float16 autocast (GPU)")
+p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU; no loss scaling)")
 p.add_argument("--channels-last", action="store_true")
 p.add_argument("--train", action="store_true", help="time forward + cross-entropy + backward + SGD steps")
 args = p.parse_args()
+if args.amp and args.bf16:
+    p.error("--amp and --bf16 are two different autocast precisions: pick one")
+autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16
+autocast_on = args.amp or args.bf16
 
 if args.threads > 0:
     torch.set_num_threads(args.threads)
@@ -44,7 +49,7 @@ if args.train:
 
 def step():
     if args.train:
-        with torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
+        with torch.autocast(args.device.split(":")[0], dtype=autocast_dtype, enabled=autocast_on):
             loss = torch.nn.functional.cross_entropy(model(x), targets)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -52,7 +57,7 @@ def step():
         scaler.update()
         out = loss
     else:
-        with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=torch.float16, enabled=args.amp):
+        with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=autocast_dtype, enabled=autocast_on):
             out = model(x)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
