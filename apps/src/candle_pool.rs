@@ -12,9 +12,9 @@
 /// starts.
 pub fn run_candle_elementwise_on_the_caller() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        #[allow(unsafe_code)]
         // SAFETY: called at the top of `main`, before this process starts any other thread, so
         // nothing reads the environment concurrently.
-        #[allow(unsafe_code)]
         unsafe {
             std::env::set_var("CANDLE_NUM_THREADS", "1")
         };

@@ -149,8 +149,8 @@ fn activation_gradient_sums(
     );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); the lengths are equal.
         #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); the lengths are equal.
         return unsafe { avx2::activation_gradient_sums(x, dy, scale, shift, slope, mean) };
     }
     sums3(x, dy, x, move |x, d, _| {

@@ -119,10 +119,10 @@ fn transform_block(
         #[cfg(target_arch = "x86_64")]
         {
             for c0 in (0..c_in).step_by(LANES) {
+                #[allow(unsafe_code)]
                 // SAFETY: AVX-512 F present (via `applies`); the planes of channels `c0 ..` of
                 // image `n` are inside `x`; row `t` of each ξ is this task's alone and inside
                 // `v` (asserted above).
-                #[allow(unsafe_code)]
                 unsafe {
                     avx512::transform_input_channels(
                         x.as_ptr().add((n * c_in + c0) * hw),
@@ -135,9 +135,9 @@ fn transform_block(
                 };
             }
             for k0 in (0..k_out).step_by(LANES) {
+                #[allow(unsafe_code)]
                 // SAFETY: as above for `g_out` and `dm`: row `t` of panels `k0/8` and
                 // `k0/8 + 1` of each ξ.
-                #[allow(unsafe_code)]
                 unsafe {
                     avx512::transform_output_gradient_channels(
                         g_out.as_ptr().add((n * k_out + k0) * hw),
@@ -176,10 +176,10 @@ fn add_products(
         .enumerate()
         .for_each(|(xi, du_xi)| {
             #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
             // SAFETY: AVX-512 F present (via `applies`); `dm`'s ξ panels hold `K'·count`
             // values, `v`'s ξ rows `count × C'` (asserted above); `du_xi` is this task's own
             // `K' × C'` matrix; C' is whole registers.
-            #[allow(unsafe_code)]
             unsafe {
                 super::avx512::products(
                     &dm[xi * count * k_pad..][..count * k_pad],
@@ -225,9 +225,9 @@ fn kernels_from_transformed(
         .for_each(|(k, row)| {
             #[cfg(target_arch = "x86_64")]
             if super::winograd_available() && XI * per_xi < i32::MAX as usize {
+                #[allow(unsafe_code)]
                 // SAFETY: AVX-512 F present; `du` holds all 36 `K' × C'` matrices and `row` is
                 // kernel row `k` (`C × 9`), this task's alone.
-                #[allow(unsafe_code)]
                 unsafe {
                     avx512::kernel_gradient_row(du, per_xi, k * c_pad, c_in, row)
                 };
