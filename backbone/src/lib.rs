@@ -41,6 +41,7 @@ pub mod weights;
 
 pub use build_options::BuildOptions;
 pub use config::{GlobalPool, TResNetConfig};
+pub use cpu_kernels::Products;
 pub use error::{Error, Result};
 pub use features::{FeatureInfo, FeatureMap, Features};
 pub use hub_config::HubConfig;

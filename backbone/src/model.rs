@@ -117,7 +117,7 @@ impl TResNet {
         );
         weights.products = products;
         let mut model = Self::build_with(config, layout, &weights, &options)?;
-        model.products = products;
+        model.set_products(products);
         Ok(model)
     }
 
@@ -163,8 +163,14 @@ impl TResNet {
         })
     }
 
-    /// Whether the convolutions multiply bf16 operands (a CPU network built in bf16 on a CPU
-    /// with AVX-512 BF16); activations and outputs are f32 then.
+    /// Records how the network's convolutions multiply (set by the builders that chose it).
+    pub(crate) fn set_products(&mut self, products: Products) {
+        self.products = products;
+    }
+
+    /// Whether the convolutions multiply bf16 operands (a CPU network built in bf16, or trained
+    /// under bf16 mixed precision, on a CPU with AVX-512 BF16); activations and outputs are f32
+    /// then.
     pub fn multiplies_in_bf16(&self) -> bool {
         self.products == Products::Bf16
     }

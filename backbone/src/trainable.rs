@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::build_options::BuildOptions;
 use crate::config::TResNetConfig;
+use crate::cpu_kernels::Products;
 use crate::error::Result;
 use crate::layers::{BatchNormTrain, LayerWeights, NormMode, RunningStats};
 use crate::layout::Layout;
@@ -36,13 +37,20 @@ impl TrainableTResNet {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        Self::build(config, init, dtype, None, device)
+        Self::build(config, init, dtype, None, Products::F32, device)
     }
 
     /// Mixed precision: f32 variables (and batch-norm statistics, computed in f32) under
     /// activations in `compute` (f16 or bf16). Each layer casts its weights to `compute` in the
     /// forward pass, so gradients come back to the f32 variables through the cast. Outputs are
     /// in `compute`; f16 training needs loss scaling against gradient underflow.
+    ///
+    /// bf16 on the CPU works as the CPU's bf16 inference does: activations stay f32 (every fast
+    /// CPU kernel is an f32 one) and the convolutions and their input gradients multiply bf16
+    /// operands with f32 sums where the CPU has AVX-512 BF16 ([`crate::native_cpu_bf16`]; the
+    /// model then [`TResNet::multiplies_in_bf16`]), Winograd's f32 products where they apply;
+    /// weight gradients and batch norms stay f32. A CPU without native bf16 trains in f32.
+    /// Outputs are f32 there.
     pub fn mixed_precision(
         config: &TResNetConfig,
         init: &StateDict,
@@ -54,7 +62,22 @@ impl TrainableTResNet {
                 "mixed precision computes in f16 or bf16, not {compute:?}"
             )));
         }
-        Self::build(config, init, DType::F32, Some(compute), device)
+        if device.is_cpu() && compute == DType::BF16 {
+            let products = if crate::native_cpu_bf16() {
+                Products::Bf16
+            } else {
+                Products::F32
+            };
+            return Self::build(config, init, DType::F32, None, products, device);
+        }
+        Self::build(
+            config,
+            init,
+            DType::F32,
+            Some(compute),
+            Products::F32,
+            device,
+        )
     }
 
     fn build(
@@ -62,6 +85,7 @@ impl TrainableTResNet {
         init: &StateDict,
         dtype: DType,
         compute_dtype: Option<DType>,
+        products: Products,
         device: &Device,
     ) -> Result<Self> {
         let layout = Layout::new(config)?;
@@ -99,7 +123,7 @@ impl TrainableTResNet {
                 momentum: BATCH_NORM_MOMENTUM,
                 registry: &registry,
             },
-            products: crate::cpu_kernels::Products::F32,
+            products,
         };
         let options = BuildOptions {
             dtype,
@@ -107,7 +131,8 @@ impl TrainableTResNet {
             fold_batch_norm: false,
             compute_dtype,
         };
-        let model = TResNet::build_with(config.clone(), layout, &weights, &options)?;
+        let mut model = TResNet::build_with(config.clone(), layout, &weights, &options)?;
+        model.set_products(products);
         let batch_norms = registry.into_inner().expect("batch-norm registry lock");
         Ok(Self {
             model,

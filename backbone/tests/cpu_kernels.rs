@@ -2,6 +2,7 @@
 //! gradients, on odd sizes, batch 1, single- and multi-image tiles, and non-contiguous inputs.
 
 use candle_core::{DType, Device, Tensor, Var};
+use tresnet::Products;
 use tresnet::layers::{
     BatchNormTrain, BlurPool, PreparedConvKernel, RunningStats, add_relu, channel_scale, conv2d,
     conv2d_bias_act, space_to_depth,
@@ -454,7 +455,7 @@ fn fused_convolution_batch_norm_activation_matches_candle() {
         let wt = Var::from_tensor(&rand(&[o, i, k, k])).unwrap();
         let (bn, gamma, beta) = batch_norm(o, DType::F32);
         let ours = bn
-            .conv_forward_act(x.as_tensor(), wt.as_tensor(), k / 2, act)
+            .conv_forward_act(x.as_tensor(), wt.as_tensor(), k / 2, act, Products::F32)
             .unwrap();
         let (bn64, gamma64, beta64) = batch_norm(o, DType::F64);
         gamma64.set(&f64(gamma.as_tensor())).unwrap();
@@ -463,7 +464,7 @@ fn fused_convolution_batch_norm_activation_matches_candle() {
         let w64 = Var::from_tensor(&f64(wt.as_tensor())).unwrap();
         // f64 takes candle's convolution and candle's composite batch norm.
         let reference = bn64
-            .conv_forward_act(x64.as_tensor(), w64.as_tensor(), k / 2, act)
+            .conv_forward_act(x64.as_tensor(), w64.as_tensor(), k / 2, act, Products::F32)
             .unwrap();
         check(&ours, &reference, &format!("{tag} forward"));
         let probe = rand(&[b, o, h, w]);
@@ -594,6 +595,98 @@ fn space_to_depth_kernel_equals_the_tensor_rearrangement() {
             0.0,
             0.0,
             &format!("space-to-depth {shape:?} gradient"),
+        );
+    }
+}
+
+/// Largest difference relative to the reference's largest value.
+fn max_relative_difference(a: &Tensor, reference: &Tensor) -> f64 {
+    let scalar = |t: Tensor| t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let diff = scalar(
+        (f64(a) - f64(reference))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap(),
+    );
+    diff / scalar(reference.abs().unwrap().max_all().unwrap()).max(1e-30)
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn fused_convolution_batch_norm_activation_with_bf16_products_follows_f32() {
+    if !tresnet::native_cpu_bf16() {
+        eprintln!("skipped: this CPU has no AVX-512 BF16");
+        return;
+    }
+    // Maps below Winograd's minimum, so both kernel sizes multiply in bf16.
+    for (b, i, o, h, w, k) in [
+        (1usize, 40usize, 24usize, 7usize, 9usize, 3usize),
+        (2, 64, 40, 10, 6, 1),
+    ] {
+        let tag = format!("bf16 conv-bn-act b{b} i{i} o{o} {h}x{w} k{k}");
+        let act = Activation::LeakyRelu(1e-2);
+        let x = Var::from_tensor(&rand(&[b, i, h, w])).unwrap();
+        let wt = Var::from_tensor(&rand(&[o, i, k, k])).unwrap();
+        let probe = rand(&[b, o, h, w]);
+        let scale = Tensor::rand(0.5f32, 1.5, o, &Device::Cpu).unwrap();
+        let shift = (rand(&[o]) * 0.1).unwrap();
+        // Output and the gradients by x, w and γ of `Σ y · probe`.
+        let run = |products: Products| {
+            let (bn, gamma, beta) = batch_norm(o, DType::F32);
+            gamma.set(&scale).unwrap();
+            beta.set(&shift).unwrap();
+            let y = bn
+                .conv_forward_act(x.as_tensor(), wt.as_tensor(), k / 2, act, products)
+                .unwrap();
+            let g = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let grads = [g.get(&x), g.get(&wt), g.get(&gamma)].map(|t| t.unwrap().clone());
+            (y, grads)
+        };
+        let (y32, g32) = run(Products::F32);
+        let (y16, g16) = run(Products::Bf16);
+        // The f64 network on the bf16-rounded operands: the forward pass is exactly its (bf16
+        // products summed in f32, within the f32 kernels' tolerance); the gradients round their
+        // operands once more (the input gradient multiplies the rounded output gradient, the
+        // weight gradient the unrounded input), so they agree to bf16's precision.
+        let x64 = Var::from_tensor(&bf16_rounded(x.as_tensor())).unwrap();
+        let w64 = Var::from_tensor(&bf16_rounded(wt.as_tensor())).unwrap();
+        let (bn64, gamma64, beta64) = batch_norm(o, DType::F64);
+        gamma64.set(&f64(&scale)).unwrap();
+        beta64.set(&f64(&shift)).unwrap();
+        let exact = bn64
+            .conv_forward_act(x64.as_tensor(), w64.as_tensor(), k / 2, act, Products::F32)
+            .unwrap();
+        check(&y16, &exact, &format!("{tag} forward"));
+        let moved = max_relative_difference(&y16, &y32);
+        assert!(
+            moved > 1e-5,
+            "{tag} forward: {moved:.2e} from f32, no bf16 rounding at all"
+        );
+        let g = (&exact * f64(&probe))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let want = [g.get(&x64), g.get(&w64), g.get(&gamma64)].map(|t| t.unwrap().clone());
+        for ((what, got), want) in ["d/dx", "d/dw", "d/dgamma"].iter().zip(&g16).zip(&want) {
+            let e = max_relative_difference(got, want);
+            assert!(
+                e < 1e-2,
+                "{tag} {what}: {e:.2e} from the rounded f64 network"
+            );
+        }
+        let moved = max_relative_difference(&g16[0], &g32[0]);
+        assert!(
+            moved > 1e-5,
+            "{tag} d/dx: {moved:.2e} from f32, no bf16 rounding at all"
         );
     }
 }

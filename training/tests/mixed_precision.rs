@@ -1,12 +1,13 @@
-//! Mixed-precision training on the CPU: f32 variables under f16/bf16 activations. The logits and
-//! every parameter's gradient follow the all-f32 network within the half type's precision, the
-//! gradients arrive in f32, and the f16 path survives through loss scaling.
+//! Mixed-precision training on the CPU: f32 variables under f16 activations, or f32 activations
+//! under bf16 products (CPUs with AVX-512 BF16). The logits and every parameter's gradient follow
+//! the all-f32 network within the half type's precision, the gradients arrive in f32, and the f16
+//! path survives through loss scaling.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use tresnet::weights::StateDict;
-use tresnet::{TResNetConfig, TrainableTResNet};
+use tresnet::{TResNetConfig, TrainableTResNet, native_cpu_bf16};
 use tresnet_tests::{lively_state, seeded_uniform};
 use tresnet_training::{LossScaler, ScaledStep, named_gradients};
 
@@ -80,7 +81,13 @@ fn check(compute: DType, tolerance: f64) {
     let (_, floor) = step(&rounded, &mut LossScaler::new(false), &x_rounded, &probe);
 
     let mixed = TrainableTResNet::mixed_precision(&config, &state, compute, &Device::Cpu).unwrap();
-    assert_eq!(mixed.model().dtype(), compute);
+    if compute == DType::BF16 {
+        // bf16 on the CPU: f32 activations, bf16 products where the CPU has them.
+        assert_eq!(mixed.model().dtype(), DType::F32);
+        assert_eq!(mixed.model().multiplies_in_bf16(), native_cpu_bf16());
+    } else {
+        assert_eq!(mixed.model().dtype(), compute);
+    }
     let mut scaler = LossScaler::new(compute == DType::F16);
     let (logits, got) = step(&mixed, &mut scaler, &x, &probe);
     let e = relative_error(&logits, &want_logits);

@@ -105,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let device = cli.runtime.device()?;
     let dtype = cli.runtime.dtype();
-    if let Some(note) = cli.runtime.cpu_bf16_note().filter(|_| !cli.train) {
+    if let Some(note) = cli.runtime.cpu_bf16_note() {
         eprintln!("bench: {note}");
     }
     let options = BuildOptions {

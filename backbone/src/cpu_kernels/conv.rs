@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::bf16_gemm::{PackedWeights, PostOp};
 use super::cache_size::l2_cache_bytes;
 use super::conv_bf16;
-use super::sgemm::{MatMut, MatRef, sgemm};
+use super::sgemm::{MatMut, MatRef, Products, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
 use super::winograd::{self, WinogradKernel};
 
@@ -272,6 +272,19 @@ impl PreparedKernel {
     pub fn per_call_winograd() -> Self {
         Self::Winograd(WinogradKernel::default())
     }
+
+    /// For a kernel `w` `(O, I·k²)` that changes between calls, multiplying as `products` asks:
+    /// with [`Products::Bf16`] (CPUs with AVX-512 BF16 only), Winograd in f32 where it applies
+    /// (faster there, and more accurate) and `w` rounded to bf16 and packed for every other
+    /// convolution; with [`Products::F32`], [`Self::per_call_winograd`].
+    pub fn per_call(w: &[f32], g: &ConvGeometry, products: Products) -> Self {
+        match products {
+            Products::Bf16 if !winograd::applies(g) => {
+                Self::Bf16(PackedWeights::pack_rows(w, g.out_channels, g.patch()))
+            }
+            _ => Self::per_call_winograd(),
+        }
+    }
 }
 
 /// [`conv_forward`] into a new vector, without filling it first: every output value is written
@@ -480,12 +493,18 @@ pub(super) unsafe fn scatter_images(
 }
 
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
-/// `(B, O, H, W)` and `w` `(O, I, k, k)`.
-/// 3×3 kernels take Winograd's products where they apply.
-pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mut [f32]) {
+/// `(B, O, H, W)` and `w` `(O, I, k, k)`, multiplying as `products` asks
+/// ([`PreparedKernel::per_call`]): 3×3 kernels take Winograd's products where they apply.
+pub fn conv_backward_input(
+    g_out: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    products: Products,
+    g_in: &mut [f32],
+) {
     let (flipped, swapped) = transposed_kernel(w, g);
     assert_eq!(g_in.len(), g.batch * g.in_channels * g.pixels());
-    let winograd = PreparedKernel::per_call_winograd();
+    let prepared = PreparedKernel::per_call(&flipped, &swapped, products);
     // SAFETY: `g_in` is an exclusive, initialised region of the right length.
     #[allow(unsafe_code)]
     unsafe {
@@ -495,7 +514,7 @@ pub fn conv_backward_input(g_out: &[f32], w: &[f32], g: &ConvGeometry, g_in: &mu
             None,
             Epilogue::Identity,
             &swapped,
-            Some(&winograd),
+            Some(&prepared),
             g_in.as_mut_ptr(),
         )
     };

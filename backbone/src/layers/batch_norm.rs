@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor};
 use super::apply_activation;
 use super::compute::{epilogue, fast_conv};
 use super::conv2d;
+use crate::cpu_kernels::Products;
 use crate::error::{Error, Result};
 use crate::layout::Activation;
 use crate::ops::{BnActOp, ConvBnActOp};
@@ -165,13 +166,16 @@ impl BatchNormTrain {
 
     /// `activation(batch_norm(conv(x, kernel)))` (stride 1, "same" padding): `(N, I, H, W)` ×
     /// `(O, I, k, k)` → `(N, O, H, W)`. On the CPU in f32 one fused operation does all three, with
-    /// one fused gradient; elsewhere (and when frozen) it is [`conv2d`] then [`Self::forward_act`].
+    /// one fused gradient, the convolution and its input gradient multiplying as `products` asks
+    /// ([`Products::Bf16`] only on CPUs with AVX-512 BF16); elsewhere (and when frozen) it is
+    /// [`conv2d`] then [`Self::forward_act`].
     pub fn conv_forward_act(
         &self,
         x: &Tensor,
         kernel: &Tensor,
         padding: usize,
         activation: Activation,
+        products: Products,
     ) -> Result<Tensor> {
         if !fast_conv(x, kernel, padding, 1) || self.is_frozen() {
             return self.forward_act(&conv2d(x, kernel, padding, 1)?, activation);
@@ -180,6 +184,7 @@ impl BatchNormTrain {
         let op = ConvBnActOp {
             act: epilogue(activation),
             eps: BATCH_NORM_EPS as f32,
+            products,
             saved: Arc::clone(&saved),
         };
         let affine = Tensor::cat(&[&self.weight, &self.bias], 0)?;

@@ -37,6 +37,8 @@ pub struct ConvNormAct {
     /// The folded weights prepared for the CPU's products: packed for bf16 ones when the
     /// network multiplies in bf16, a Winograd kernel for 3×3 ones in f32 on AVX-512 CPUs.
     prepared: Option<Arc<PreparedKernel>>,
+    /// How a training-mode convolution multiplies (bf16 under CPU mixed precision).
+    products: Products,
 }
 
 impl ConvNormAct {
@@ -148,6 +150,7 @@ impl ConvNormAct {
             activation: spec.activation,
             blur,
             prepared,
+            products: weights.products,
         })
     }
 
@@ -173,7 +176,9 @@ impl ConvNormAct {
                     self.activation,
                 )?
             }
-            Norm::Train(bn) => bn.conv_forward_act(x, &weight, self.padding, self.activation)?,
+            Norm::Train(bn) => {
+                bn.conv_forward_act(x, &weight, self.padding, self.activation, self.products)?
+            }
         };
         match &self.blur {
             Some(blur) => blur.forward(&y),

@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::{f32_slice, geometry};
 use crate::cpu_kernels::{
-    ConvGeometry, Epilogue, PreparedKernel, conv_backward_input, conv_backward_weight,
+    ConvGeometry, Epilogue, PreparedKernel, Products, conv_backward_input, conv_backward_weight,
     conv_forward_new,
 };
 use crate::cpu_kernels::{bn_act_backward, bn_act_forward, channel_stats};
@@ -40,6 +40,9 @@ pub(crate) struct ConvBnActOp {
     pub act: Epilogue,
     /// Variance epsilon.
     pub eps: f32,
+    /// How the convolution and its input gradient multiply (bf16 under CPU mixed precision);
+    /// the weight gradient and the batch norm stay f32.
+    pub products: Products,
     /// Filled by the forward pass; read by the backward pass and for the running statistics.
     pub saved: SharedConvBnAct,
 }
@@ -77,13 +80,14 @@ impl CustomOp3 for ConvBnActOp {
         }
         let (gamma, beta) = affine.split_at(g.out_channels);
         let dims = (g.batch, g.out_channels, g.height * g.width);
+        let w = f32_slice(s2, l2, "conv weight")?;
         let conv_out = conv_forward_new(
             f32_slice(s1, l1, "conv input")?,
-            f32_slice(s2, l2, "conv weight")?,
+            w,
             None,
             Epilogue::Identity,
             &g,
-            Some(&PreparedKernel::per_call_winograd()),
+            Some(&PreparedKernel::per_call(w, &g, self.products)),
         );
         let (mean, var) = channel_stats(&conv_out, dims.0, dims.1, dims.2);
         let mut y = zeroed(conv_out.len());
@@ -125,6 +129,7 @@ impl CustomOp3 for ConvBnActOp {
         let op = ConvBnActGradOp {
             act: self.act,
             eps: self.eps,
+            products: self.products,
             saved,
             affine: affine.flatten_all()?.to_vec1()?,
         };
@@ -142,6 +147,7 @@ impl CustomOp3 for ConvBnActOp {
 struct ConvBnActGradOp {
     act: Epilogue,
     eps: f32,
+    products: Products,
     saved: Arc<ConvBnActSaved>,
     /// γ ‖ β.
     affine: Vec<f32>,
@@ -184,7 +190,7 @@ impl CustomOp3 for ConvBnActGradOp {
         let (dz, daffine) = bn.split_at(self.saved.conv_out.len());
         let mut packed = zeroed_with_spare(x.len() + w.len(), daffine.len());
         let (dx, dw) = packed.split_at_mut(x.len());
-        conv_backward_input(dz, w, &g, dx);
+        conv_backward_input(dz, w, &g, self.products, dx);
         conv_backward_weight(x, dz, &g, dw);
         packed.extend_from_slice(daffine);
         let n = packed.len();
