@@ -2,9 +2,10 @@
 # `tag` throughput on a folder of real photos (the test photos, copied COPIES times), split into
 # model time and time spent waiting for decoding, next to the same job in Python (PIL + DataLoader
 # + timm) in the same run; then the same on camera-sized copies (4032x3024 JPEG q92, BIG_COPIES
-# of each test photo), where `tag` decodes JPEGs at a DCT scale (its default) and exactly
-# (--exact-decode). Random weights: speed only. Last, label agreement between the two decodes
-# with the embedded default model (calibrated thresholds) on the test photos and the big copies.
+# of each test photo), where `tag` runs its defaults (JPEGs decoded at a DCT scale; bf16 products
+# on CPUs with AVX-512 BF16), then --dtype f32, then exact decoding in f32. Random weights: speed
+# only. Last, label agreement of the defaults with exact decoding, with f32, and with both, for
+# the embedded default model (calibrated thresholds) on the test photos and the big copies.
 #
 # Usage: scripts/bench_tag.sh      env: MODEL=tresnet_m SIZE=224 COPIES=20 BIG_COPIES=8 BATCH=16
 #        PYTHON=<python with torch, timm, torchvision, safetensors> (default: .bench-venv)
@@ -54,16 +55,22 @@ names="astronaut.jpg chelsea.png rocket_exif_rot90.jpg hubble_deep_field_cmyk.jp
 "$PYTHON" scripts/tag_bench_python.py enlarge --photos tests/fixtures/photos --out "$work/big" --copies "$big_copies" --names $names
 echo "# 12 MP: $(ls "$work/big" | wc -l) JPEGs of 4032x3024 / 3024x4032, $(du -sm "$work/big" | cut -f1) MB"
 scaled=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_scaled.jsonl" 2>/dev/null)
-exact=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_exact.jsonl" --exact-decode 2>/dev/null)
+f32=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_f32.jsonl" --dtype f32 2>/dev/null)
+exact=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_exact.jsonl" --exact-decode --dtype f32 2>/dev/null)
 theirs=$("$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/big" --batch-size "$batch" --threads "$threads")
-report "ours (tag)" "$scaled" "ours --exact-decode" "$exact" "python (PIL+timm)" "$theirs"
+echo "# ours (tag) runs in its default precision: $(echo "$scaled" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print(r["dtype"], "(bf16 products)" if r["bf16_products"] else "(f32 products)")')"
+report "ours (tag)" "$scaled" "ours --dtype f32" "$f32" "ours exact, f32" "$exact" "python (PIL+timm)" "$theirs"
 
-echo "# label agreement, DCT-scaled vs exact decode, embedded default model"
-cp -r tests/fixtures/photos "$work/test_photos"
-for folder in test_photos big; do
-  target/release/tag "$work/$folder" -o "$work/agree_scaled_$folder.jsonl" >/dev/null 2>&1
-  target/release/tag "$work/$folder" -o "$work/agree_exact_$folder.jsonl" --exact-decode >/dev/null 2>&1
-  "$PYTHON" - "$folder" "$work/agree_exact_$folder.jsonl" "$work/agree_scaled_$folder.jsonl" <<'PY'
+# Label agreement of `tag`'s defaults against a reference run, embedded default model:
+# agree NAME REFERENCE_FLAGS... (the default run has no flags).
+agree() {
+  local name=$1
+  shift
+  echo "# label agreement, tag's default vs $name, embedded default model"
+  for folder in test_photos big; do
+    target/release/tag "$work/$folder" -o "$work/agree_default_$folder.jsonl" >/dev/null 2>&1
+    target/release/tag "$work/$folder" -o "$work/agree_ref_$folder.jsonl" "$@" >/dev/null 2>&1
+    "$PYTHON" - "$folder" "$work/agree_ref_$folder.jsonl" "$work/agree_default_$folder.jsonl" <<'PY'
 import json, sys
 read = lambda p: {r["file"]: r for r in map(json.loads, open(p))}
 exact, scaled = read(sys.argv[2]), read(sys.argv[3])
@@ -75,4 +82,10 @@ print(f"{sys.argv[1]:12s} same labels on {len(same)}/{len(ok)} readable photos (
 for f in sorted(set(ok) - set(same)):
     print(f"  differs: {f}: {names(exact[f])} -> {names(scaled[f])}")
 PY
-done
+    rm -f "$work/agree_default_$folder.jsonl" "$work/agree_ref_$folder.jsonl"
+  done
+}
+cp -r tests/fixtures/photos "$work/test_photos"
+agree "exact decode (same precision)" --exact-decode
+agree "f32 (same decode)" --dtype f32
+agree "exact decode in f32 (what coco-eval does)" --exact-decode --dtype f32

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
-use tresnet_apps::cli::load_bundle;
 use tresnet_apps::cli::{ModelFlags, PreprocessFlags, RuntimeFlags};
+use tresnet_apps::cli::{load_bundle, parse_preferring_cpu_bf16};
 use tresnet_apps::gallery::{GalleryItem, write_gallery};
 use tresnet_apps::shard::Shard;
 use tresnet_apps::tag_records::{
@@ -105,7 +105,8 @@ struct Cli {
 fn main() {
     tresnet_apps::allocator::keep_freed_memory();
     tresnet_apps::candle_pool::run_candle_elementwise_on_the_caller();
-    if let Err(err) = run(Cli::parse()) {
+    let cli = parse_preferring_cpu_bf16::<Cli>(|cli| &mut cli.runtime);
+    if let Err(err) = run(cli) {
         eprintln!("tag: error: {err:#}");
         std::process::exit(1);
     }
@@ -440,6 +441,8 @@ fn run(cli: Cli) -> Result<()> {
             "seconds": timing.total,
             "model_seconds": timing.model,
             "decode_wait_seconds": timing.waiting_for_data,
+            "dtype": cli.runtime.dtype.name(),
+            "bf16_products": bundle.backbone().multiplies_in_bf16(),
         })
     );
     Ok(())
