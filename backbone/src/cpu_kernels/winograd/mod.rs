@@ -531,25 +531,23 @@ mod avx512 {
         per_xi: usize,
     ) {
         assert_eq!(w.len(), k_out * c_in * 9);
-        let zero = _mm512_setzero_ps();
         for c0 in (0..c_in).step_by(2) {
-            let mut offsets = [0i32; LANES];
-            let mut live: u16 = 0;
-            for (lane, offset) in offsets.iter_mut().enumerate() {
+            // The nine taps of each lane's kernel, transposed through a small buffer (scalar
+            // copies beat nine gathers): `taps[tap][lane]`, 0 for lanes past the last channels.
+            let kernels: [Option<&[f32]>; LANES] = std::array::from_fn(|lane| {
                 let (k, c) = (panel * MR + lane % MR, c0 + lane / MR);
-                if k < k_out && c < c_in {
-                    *offset = ((k * c_in + c) * 9) as i32;
-                    live |= 1 << lane;
+                (k < k_out && c < c_in).then(|| &w[(k * c_in + c) * 9..][..9])
+            });
+            let mut by_tap = [[0f32; LANES]; 9];
+            for (tap, row) in by_tap.iter_mut().enumerate() {
+                for (value, kernel) in row.iter_mut().zip(&kernels) {
+                    if let Some(kernel) = kernel {
+                        *value = kernel[tap];
+                    }
                 }
             }
-            // SAFETY: 64 bytes of a plain array.
-            let base = unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) };
-            let mut taps = [zero; 9];
-            for (tap, value) in taps.iter_mut().enumerate() {
-                let at = _mm512_add_epi32(base, _mm512_set1_epi32(tap as i32));
-                // SAFETY: live lanes address kernel values inside `w`; others are not read.
-                *value = unsafe { _mm512_mask_i32gather_ps::<4>(zero, live, at, w.as_ptr()) };
-            }
+            // SAFETY: each row of the buffer holds 16 values.
+            let taps: [__m512; 9] = by_tap.map(|row| unsafe { _mm512_loadu_ps(row.as_ptr()) });
             // G g (6 × 3), one column b at a time; then each row times Gᵀ.
             let columns: [[__m512; PATCH]; 3] =
                 [0, 1, 2].map(|b| g([taps[b], taps[3 + b], taps[6 + b]]));
@@ -778,7 +776,7 @@ mod avx512 {
     /// "four values of one tile per 128-bit lane" ones (its own inverse).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose_blocks(v: [__m512; 4]) -> [__m512; 4] {
+    pub(super) fn transpose_blocks(v: [__m512; 4]) -> [__m512; 4] {
         let t0 = _mm512_unpacklo_ps(v[0], v[1]);
         let t1 = _mm512_unpackhi_ps(v[0], v[1]);
         let t2 = _mm512_unpacklo_ps(v[2], v[3]);

@@ -336,9 +336,17 @@ mod avx512 {
         v: *mut f32,
         xi_stride: usize,
     ) {
-        let mask = live_mask(live);
-        let channels = _mm512_mullo_epi32(lane_indices(), _mm512_set1_epi32(hw as i32));
         let zero = _mm512_setzero_ps();
+        // Patch column j is image column 4·tx − 1 + j: which of columns 0..4 and 4..6 exist.
+        let inside = |j: usize| {
+            u16::from(
+                (origin.col + j)
+                    .checked_sub(1)
+                    .is_some_and(|x| x < origin.width),
+            )
+        };
+        let lo_columns: u16 = (0..4).map(|j| inside(j) << j).sum();
+        let hi_columns: u16 = (4..6).map(|j| inside(j) << (j - 4)).sum();
         let mut rows = [[zero; PATCH]; PATCH];
         for (i, row) in rows.iter_mut().enumerate() {
             // Patch row i is image row 4·ty − 1 + i.
@@ -348,26 +356,26 @@ mod avx512 {
             else {
                 continue;
             };
-            let mut d = [zero; PATCH];
-            for (j, dj) in d.iter_mut().enumerate() {
-                let Some(x) = (origin.col + j)
-                    .checked_sub(1)
-                    .filter(|&x| x < origin.width)
-                else {
-                    continue;
-                };
-                // SAFETY: pixel (y, x) lies inside the image, so each live lane's address is
-                // inside its channel's plane (the caller's contract); other lanes are not read.
-                *dj = unsafe {
-                    _mm512_mask_i32gather_ps::<4>(
-                        zero,
-                        mask,
-                        channels,
-                        plane.add(y * origin.width + x).cast(),
-                    )
-                };
+            // Channel `c`'s row at lanes `4·⌊c/4⌋ ..` of vector `c % 4`, then transposed.
+            let first = plane
+                .wrapping_add(y * origin.width + origin.col)
+                .wrapping_sub(1);
+            let (mut lo, mut hi) = ([zero; 4], [zero; 4]);
+            for c in 0..live.min(LANES) {
+                let block = 4 * (c / 4);
+                let start = first.wrapping_add(c * hw).wrapping_sub(block);
+                // SAFETY: the masks keep the row's columns inside the image, which `start`
+                // meets at lanes `block ..`: pixels of channel `c`'s plane (the caller's
+                // contract); other lanes are not read.
+                unsafe {
+                    lo[c % 4] = _mm512_mask_loadu_ps(lo[c % 4], lo_columns << block, start);
+                    hi[c % 4] =
+                        _mm512_mask_loadu_ps(hi[c % 4], hi_columns << block, start.wrapping_add(4));
+                }
             }
-            *row = super::super::avx512::bt(d);
+            let [d0, d1, d2, d3] = super::super::avx512::transpose_blocks(lo);
+            let [d4, d5, _, _] = super::super::avx512::transpose_blocks(hi);
+            *row = super::super::avx512::bt([d0, d1, d2, d3, d4, d5]);
         }
         for l in 0..PATCH {
             let column = super::super::avx512::bt(rows.map(|row| row[l]));
@@ -398,9 +406,10 @@ mod avx512 {
         panel_stride: usize,
         xi_stride: usize,
     ) {
-        let mask = live_mask(live);
-        let channels = _mm512_mullo_epi32(lane_indices(), _mm512_set1_epi32(hw as i32));
         let zero = _mm512_setzero_ps();
+        let columns: u16 = (0..4)
+            .map(|s| u16::from(origin.col + s < origin.width) << s)
+            .sum();
         // `A` along each of the tile's 4 rows (6 values each), then down each of the 6 columns.
         let mut rows = [[zero; PATCH]; 4];
         for (r, row) in rows.iter_mut().enumerate() {
@@ -408,24 +417,21 @@ mod avx512 {
             if y >= origin.height {
                 continue;
             }
-            let mut d = [zero; 4];
-            for (s, ds) in d.iter_mut().enumerate() {
-                let x = origin.col + s;
-                if x >= origin.width {
-                    continue;
-                }
-                // SAFETY: pixel (y, x) lies inside the image, so each live lane's address is
-                // inside its channel's plane (the caller's contract); other lanes are not read.
-                *ds = unsafe {
-                    _mm512_mask_i32gather_ps::<4>(
-                        zero,
-                        mask,
-                        channels,
-                        plane.add(y * origin.width + x).cast(),
-                    )
+            // Channel `c`'s four values at lanes `4·⌊c/4⌋ ..` of vector `c % 4`, transposed.
+            let first = plane.wrapping_add(y * origin.width + origin.col);
+            let mut by_channel = [zero; 4];
+            for c in 0..live.min(LANES) {
+                let block = 4 * (c / 4);
+                let start = first.wrapping_add(c * hw).wrapping_sub(block);
+                // SAFETY: the mask keeps the row's pixels inside the image, which `start` meets
+                // at lanes `block ..`: pixels of channel `c`'s plane (the caller's contract);
+                // other lanes are not read.
+                unsafe {
+                    by_channel[c % 4] =
+                        _mm512_mask_loadu_ps(by_channel[c % 4], columns << block, start)
                 };
             }
-            *row = a(d);
+            *row = a(super::super::avx512::transpose_blocks(by_channel));
         }
         for l in 0..PATCH {
             let column = a(rows.map(|row| row[l]));
@@ -439,14 +445,6 @@ mod avx512 {
                 }
             }
         }
-    }
-
-    /// `0, 1, …, 15`.
-    #[inline]
-    #[allow(unsafe_code)]
-    #[target_feature(enable = "avx512f")]
-    fn lane_indices() -> __m512i {
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
     }
 
     /// Kernel row `k` of the weight gradient, sixteen input channels at a time:
@@ -466,7 +464,6 @@ mod avx512 {
     ) {
         assert!(du.len() >= XI * per_xi && first + c_in <= per_xi && row.len() == 9 * c_in);
         let zero = _mm512_setzero_ps();
-        let nine = _mm512_mullo_epi32(lane_indices(), _mm512_set1_epi32(9));
         for c0 in (0..c_in).step_by(LANES) {
             let live = LANES.min(c_in - c0);
             let mask = live_mask(live);
@@ -480,19 +477,18 @@ mod avx512 {
             // Gᵀ down each column, then Gᵀ along each of the three rows.
             let columns: [[__m512; 3]; PATCH] =
                 std::array::from_fn(|l| gt([d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]]));
+            // Lane `t` owns `row[9·(c0 + t) ..][..9]`: the nine values go through a small
+            // buffer (scalar copies beat nine scatters).
+            let mut by_tap = [[0f32; LANES]; 9];
             for a in 0..3 {
                 for (b, value) in gt(columns.map(|column| column[a])).into_iter().enumerate() {
-                    let at = _mm512_add_epi32(nine, _mm512_set1_epi32((3 * a + b) as i32));
-                    // SAFETY: lane `t` writes `row[9·(c0 + t) + 3a + b]`, inside `row` for the
-                    // live lanes; the others are masked off.
-                    unsafe {
-                        _mm512_mask_i32scatter_ps::<4>(
-                            row.as_mut_ptr().add(9 * c0).cast(),
-                            mask,
-                            at,
-                            value,
-                        )
-                    };
+                    // SAFETY: the buffer's row holds 16 values.
+                    unsafe { _mm512_storeu_ps(by_tap[3 * a + b].as_mut_ptr(), value) };
+                }
+            }
+            for (t, kernel) in row[9 * c0..][..9 * live].chunks_exact_mut(9).enumerate() {
+                for (tap, value) in kernel.iter_mut().enumerate() {
+                    *value = by_tap[tap][t];
                 }
             }
         }
