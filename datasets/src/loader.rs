@@ -1,5 +1,7 @@
 //! The batch loader: a pool of worker threads that decode and transform samples ahead of the
-//! model, delivering batches in a deterministic order.
+//! model, delivering batches in a deterministic order. Each batch is split into one piece per
+//! worker, so that all workers decode the batch the model needs next (the first batch arrives
+//! sooner and the last one is not left to a single thread).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -96,10 +98,23 @@ pub struct Batch<T> {
     pub skipped: Vec<(usize, DataError)>,
 }
 
-/// A batch to load: its number and, per sample, `(dataset index, augmentation key)` (the key is
-/// the index, plus a multiple of the dataset's length for a repeated draw of the same sample, so
-/// that each draw is augmented on its own).
-type Job = (usize, Vec<(usize, usize)>);
+/// A piece of a batch to load: the batch's number, the piece's place among the batch's
+/// `pieces`, and per sample `(dataset index, augmentation key)` (the key is the index, plus a
+/// multiple of the dataset's length for a repeated draw of the same sample, so that each draw is
+/// augmented on its own).
+struct Job {
+    number: usize,
+    piece: usize,
+    pieces: usize,
+    samples: Vec<(usize, usize)>,
+}
+
+/// A loaded piece of a batch (its items and skipped samples in batch order).
+struct Piece<T> {
+    piece: usize,
+    pieces: usize,
+    batch: Batch<T>,
+}
 
 /// An iterator over the batches of one epoch; dropping it stops the workers.
 pub struct Loader<T: Send + 'static> {
@@ -108,12 +123,16 @@ pub struct Loader<T: Send + 'static> {
     next_to_send: usize,
     prefetch: usize,
     jobs: Option<Sender<Job>>,
-    results: Receiver<Batch<T>>,
+    results: Receiver<Piece<T>>,
+    /// Whole batches, and the pieces of batches still being loaded, by batch number.
     ready: BTreeMap<usize, Batch<T>>,
+    partial: BTreeMap<usize, Vec<Option<Batch<T>>>>,
+    /// Pieces per batch (the worker count, at most the batch's size).
+    split: usize,
     workers: Vec<JoinHandle<()>>,
     policy: BadItemPolicy,
     failed: bool,
-    inline: Option<Box<dyn FnMut(Job) -> Batch<T> + Send>>,
+    inline: Option<Box<dyn FnMut(Job) -> Piece<T> + Send>>,
 }
 
 /// Per-sample random stream: a 64-bit mix of seed, epoch and index (SplitMix64 finaliser).
@@ -126,18 +145,13 @@ fn sample_seed(seed: u64, epoch: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-fn load_job<D: Dataset>(
-    dataset: &D,
-    (number, indices): Job,
-    seed: u64,
-    epoch: u64,
-) -> Batch<D::Item> {
+fn load_job<D: Dataset>(dataset: &D, job: Job, seed: u64, epoch: u64) -> Piece<D::Item> {
     let mut batch = Batch {
-        number,
-        items: Vec::with_capacity(indices.len()),
+        number: job.number,
+        items: Vec::with_capacity(job.samples.len()),
         skipped: Vec::new(),
     };
-    for (index, key) in indices {
+    for (index, key) in job.samples {
         let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, key));
         // A panic inside a decoder (a bug in it, set off by a hostile file) becomes this item's
         // error: the worker lives on and the batch still arrives.
@@ -155,7 +169,11 @@ fn load_job<D: Dataset>(
             Err(err) => batch.skipped.push((index, err)),
         }
     }
-    batch
+    Piece {
+        piece: job.piece,
+        pieces: job.pieces,
+        batch,
+    }
 }
 
 /// `len` draws with replacement, index `i` with probability `weights[i] / Σ weights`.
@@ -241,7 +259,7 @@ impl<T: Send + 'static> Loader<T> {
         }
         batches.drain(..options.start_batch.min(batches.len()));
         let (seed, epoch) = (options.seed, options.epoch);
-        let (result_tx, results) = channel::<Batch<T>>();
+        let (result_tx, results) = channel::<Piece<T>>();
         let mut loader = Self {
             batches,
             next_to_yield: 0,
@@ -250,6 +268,8 @@ impl<T: Send + 'static> Loader<T> {
             jobs: None,
             results,
             ready: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            split: options.workers.max(1),
             workers: Vec::new(),
             policy: options.bad_items,
             failed: false,
@@ -297,17 +317,55 @@ impl<T: Send + 'static> Loader<T> {
     fn dispatch(&mut self) {
         let limit = (self.next_to_yield + self.prefetch).min(self.batches.len());
         while self.next_to_send < limit {
-            let job = (
-                self.next_to_send,
-                std::mem::take(&mut self.batches[self.next_to_send]),
-            );
+            let number = self.next_to_send;
+            let samples = std::mem::take(&mut self.batches[number]);
             if let Some(jobs) = &self.jobs {
-                let _ = jobs.send(job);
+                let per_piece = samples.len().div_ceil(self.split).max(1);
+                let pieces = samples.len().div_ceil(per_piece).max(1);
+                let mut samples = samples.into_iter();
+                for piece in 0..pieces {
+                    let samples = samples.by_ref().take(per_piece).collect();
+                    let _ = jobs.send(Job {
+                        number,
+                        piece,
+                        pieces,
+                        samples,
+                    });
+                }
             } else if let Some(load) = self.inline.as_mut() {
-                let batch = load(job);
-                self.ready.insert(batch.number, batch);
+                let piece = load(Job {
+                    number,
+                    piece: 0,
+                    pieces: 1,
+                    samples,
+                });
+                self.receive(piece);
             }
             self.next_to_send += 1;
+        }
+    }
+
+    /// Files a loaded piece; a batch whose pieces are all in moves to `ready`, whole.
+    fn receive(&mut self, piece: Piece<T>) {
+        let number = piece.batch.number;
+        let slots = self
+            .partial
+            .entry(number)
+            .or_insert_with(|| (0..piece.pieces).map(|_| None).collect());
+        if let Some(slot) = slots.get_mut(piece.piece) {
+            *slot = Some(piece.batch);
+        }
+        if slots.iter().all(Option::is_some) {
+            let mut whole = Batch {
+                number,
+                items: Vec::new(),
+                skipped: Vec::new(),
+            };
+            for part in self.partial.remove(&number).into_iter().flatten().flatten() {
+                whole.items.extend(part.items);
+                whole.skipped.extend(part.skipped);
+            }
+            self.ready.insert(number, whole);
         }
     }
 }
@@ -325,9 +383,7 @@ impl<T: Send + 'static> Iterator for Loader<T> {
                 break batch;
             }
             match self.results.recv() {
-                Ok(batch) => {
-                    self.ready.insert(batch.number, batch);
-                }
+                Ok(piece) => self.receive(piece),
                 Err(_) => {
                     self.failed = true;
                     return Some(Err(DataError::Config(
@@ -416,6 +472,21 @@ mod tests {
             ..base.clone()
         });
         assert_eq!(inline, threaded);
+        // Batches split into pieces of unequal size (5 = 3 + 2, 2 + 2 + 1, one per sample),
+        // with failing samples among them, come back whole and in order.
+        let odd = LoaderOptions {
+            batch_size: 5,
+            ..base.clone()
+        };
+        let whole = run(&odd);
+        for workers in [2, 3, 5, 8] {
+            let pieces = run(&LoaderOptions {
+                workers,
+                prefetch_batches: 1,
+                ..odd.clone()
+            });
+            assert_eq!(whole, pieces, "{workers} workers");
+        }
         assert_eq!(inline.len(), 8);
         let seen: usize = inline.iter().map(|b| b.1.len() + b.2.len()).sum();
         assert_eq!(seen, 30);
