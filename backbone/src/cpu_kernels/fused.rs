@@ -154,13 +154,20 @@ fn activation_gradient_sums(
         return unsafe { avx2::activation_gradient_sums(x, dy, scale, shift, slope, mean) };
     }
     sums3(x, dy, x, move |x, d, _| {
-        let g = if x * scale + shift > 0.0 {
-            d
-        } else {
-            d * slope
-        };
+        let g = gradient_before_activation(x, d, scale, shift, slope);
         (g, g * (x - mean))
     })
+}
+
+/// `dy` where the pre-activation `x·scale + shift` (a product, then a sum, as the forward pass
+/// computes it) is positive, `dy·slope` elsewhere.
+#[inline]
+fn gradient_before_activation(x: f32, dy: f32, scale: f32, shift: f32, slope: f32) -> f32 {
+    if x * scale + shift > 0.0 {
+        dy
+    } else {
+        dy * slope
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -218,11 +225,7 @@ mod avx2 {
         };
         let (mut tail_g, mut tail_gx) = (0f32, 0f32);
         for (&xv, &d) in x[body..].iter().zip(&dy[body..]) {
-            let g = if xv * scale + shift > 0.0 {
-                d
-            } else {
-                d * slope
-            };
+            let g = super::gradient_before_activation(xv, d, scale, shift, slope);
             tail_g += g;
             tail_gx += g * (xv - mean);
         }
