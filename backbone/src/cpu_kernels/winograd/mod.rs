@@ -199,7 +199,7 @@ impl Grid {
 }
 
 /// Whether [`conv_forward_winograd`] takes this convolution: a 3×3 kernel on an AVX-512 CPU,
-/// at least [`MIN_TILES`] tiles, and element offsets that fit the gathers' 32-bit indices.
+/// at least [`MIN_TILES`] tiles, and element offsets that fit the lane groups' 32-bit offsets.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
     let fits = |channels: usize| {
         g.batch
@@ -593,9 +593,9 @@ mod avx512 {
             let (mut lo, mut hi) = ([zero; 4], [zero; 4]);
             for t in 0..LANES {
                 let start = plane.wrapping_offset(group.input_load[t] as isize + shift);
-                // SAFETY: the masks keep exactly the lanes whose pixel lies inside the image
-                // (the caller's contract covers those), which `start` meets at lanes
-                // `4·⌊t/4⌋ ..`; masked lanes are not read.
+                // The masks keep exactly the lanes whose pixel lies inside the image (the
+                // caller's contract covers those), which `start` meets at lanes `4·⌊t/4⌋ ..`.
+                // SAFETY: only those in-image pixels are read; masked lanes are not.
                 unsafe {
                     lo[t % 4] = _mm512_mask_loadu_ps(lo[t % 4], group.load_lo[i][t], start);
                     hi[t % 4] =
@@ -763,9 +763,9 @@ mod avx512 {
             let row_start = (r * width) as isize;
             for t in 0..LANES {
                 let start = plane.wrapping_offset(group.output_store[t] as isize + row_start);
-                // SAFETY: the mask keeps exactly the lanes whose pixel lies inside the image
-                // (the caller's contract covers those), which `start` meets at lanes
-                // `4·⌊t/4⌋ ..`; masked lanes are not written.
+                // The mask keeps exactly the lanes whose pixel lies inside the image (the
+                // caller's contract covers those), which `start` meets at lanes `4·⌊t/4⌋ ..`.
+                // SAFETY: only those in-image pixels are written; masked lanes are not.
                 unsafe { _mm512_mask_storeu_ps(start, group.store[r][t], by_tile[t % 4]) };
             }
         }

@@ -364,9 +364,9 @@ mod avx512 {
             for c in 0..live.min(LANES) {
                 let block = 4 * (c / 4);
                 let start = first.wrapping_add(c * hw).wrapping_sub(block);
-                // SAFETY: the masks keep the row's columns inside the image, which `start`
-                // meets at lanes `block ..`: pixels of channel `c`'s plane (the caller's
-                // contract); other lanes are not read.
+                // The masks keep the row's columns inside the image, which `start` meets at
+                // lanes `block ..`: pixels of channel `c`'s plane (the caller's contract).
+                // SAFETY: only those pixels are read; masked lanes are not.
                 unsafe {
                     lo[c % 4] = _mm512_mask_loadu_ps(lo[c % 4], lo_columns << block, start);
                     hi[c % 4] =
@@ -423,9 +423,9 @@ mod avx512 {
             for c in 0..live.min(LANES) {
                 let block = 4 * (c / 4);
                 let start = first.wrapping_add(c * hw).wrapping_sub(block);
-                // SAFETY: the mask keeps the row's pixels inside the image, which `start` meets
-                // at lanes `block ..`: pixels of channel `c`'s plane (the caller's contract);
-                // other lanes are not read.
+                // The mask keeps the row's pixels inside the image, which `start` meets at
+                // lanes `block ..`: pixels of channel `c`'s plane (the caller's contract).
+                // SAFETY: only those pixels are read; masked lanes are not.
                 unsafe {
                     by_channel[c % 4] =
                         _mm512_mask_loadu_ps(by_channel[c % 4], columns << block, start)
