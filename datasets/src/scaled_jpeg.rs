@@ -6,6 +6,10 @@
 //! same, but the inverse transforms, colour conversion and the resize see 1/16 of the pixels.
 //! The result is not Pillow's pixels (each 8×8 block's 1/8-scale value is its DCT average rather
 //! than a filtered sample), which is why evaluation keeps [`crate::decode_rgb8`].
+//!
+//! Camera and phone JPEGs (sequential, grey or YCbCr in one scan) go through this crate's own
+//! scaled decoder (`baseline_jpeg`), whose entropy decoding is faster; every other JPEG, and any
+//! file that decoder does not take cleanly, goes through `jpeg-decoder`'s scaled decode.
 
 use std::path::Path;
 
@@ -13,6 +17,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::PixelFormat;
 
+use crate::baseline_jpeg;
 use crate::decode::{DecodeLimits, check_pixels, decode_rgb8_bytes, refuse_truncated_jpeg};
 use crate::error::{DataError, Result};
 use crate::eval_transform::resize_target;
@@ -78,24 +83,34 @@ fn decode_scaled(
         return Ok(None);
     };
     let request = (width.div_ceil(denominator), height.div_ceil(denominator));
-    let (out_w, out_h) = decoder
-        .scale(request.0 as u16, request.1 as u16)
-        .map_err(|e| fail(e.to_string()))?;
-    if (u32::from(out_w), u32::from(out_h)) != request {
-        // The decoder chose another scale (only possible for images a few pixels wide).
-        return Ok(None);
-    }
     let channels = if info.pixel_format == PixelFormat::L8 {
         1
     } else {
         3
     };
-    // The stored image at the chosen scale, plus the decoder's working rows.
+    // The stored image at the chosen scale, plus the decoders' working planes and rows.
     let output_bytes = (request.0 as usize)
         .saturating_mul(request.1 as usize)
         .saturating_mul(channels);
-    decoder.set_max_decoding_buffer_size(output_bytes.saturating_add(16 << 20));
-    let pixels = decoder.decode().map_err(|e| fail(e.to_string()))?;
+    let budget = output_bytes.saturating_mul(4).saturating_add(16 << 20);
+    let fast = baseline_jpeg::decode_scaled(bytes, denominator, budget).filter(|image| {
+        (image.width, image.height, image.channels)
+            == (request.0 as usize, request.1 as usize, channels)
+    });
+    let pixels = match fast {
+        Some(image) => image.pixels,
+        None => {
+            let (out_w, out_h) = decoder
+                .scale(request.0 as u16, request.1 as u16)
+                .map_err(|e| fail(e.to_string()))?;
+            if (u32::from(out_w), u32::from(out_h)) != request {
+                // The decoder chose another scale (only possible for images a few pixels wide).
+                return Ok(None);
+            }
+            decoder.set_max_decoding_buffer_size(output_bytes.saturating_add(16 << 20));
+            decoder.decode().map_err(|e| fail(e.to_string()))?
+        }
+    };
     let wrong_size = || fail("the JPEG decoder returned a buffer of the wrong size".into());
     let mut image = if channels == 1 {
         DynamicImage::ImageLuma8(
