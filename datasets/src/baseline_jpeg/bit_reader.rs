@@ -113,11 +113,12 @@ impl<'a> BitReader<'a> {
         self.bits
     }
 
-    /// Drops `count` buffered bits.
+    /// Drops `count` buffered bits; at most as many as [`Self::ensure`] made available (every
+    /// caller consumes at most 32 after ensuring 32).
     #[inline(always)]
     pub(super) fn consume(&mut self, count: u32) {
         self.bits <<= count;
-        self.count = self.count.saturating_sub(count);
+        self.count = self.count.wrapping_sub(count);
     }
 
     /// `size` (0..=16) extra bits as a signed value (T.81 F.2.2.1).

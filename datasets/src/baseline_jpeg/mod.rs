@@ -17,8 +17,9 @@ mod scaled_idct;
 
 use bit_reader::BitReader;
 use colour::Plane;
-use headers::{Component, Headers};
+use headers::Headers;
 use huffman::{END_OF_BLOCK_RUN, HuffmanTable};
+use scaled_idct::Coefficients;
 
 /// A decoded image: `height` rows of `width` pixels of `channels` (1 or 3) bytes.
 pub(crate) struct ScaledImage {
@@ -36,7 +37,7 @@ const ZIGZAG: [u8; 64] = [
 ];
 
 /// The slot of `decode_block`'s buffer that takes the coefficients the reduced transform does
-/// not use.
+/// not use (slots `0..SPARE` hold the n×n kept ones).
 const SPARE: usize = 16;
 
 /// Decodes `bytes` at `1/denominator` (8, 4 or 2) of its size, each side rounded up, when the
@@ -154,9 +155,17 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
             height: (full.1 * n).div_ceil(8),
             factor: (layout.max_sampling.0 / h, layout.max_sampling.1 / v),
         });
+        // Quantiser steps of the kept coefficients, by slot.
+        let mut steps = [0f32; SPARE];
+        for (&slot, &step) in slots.iter().zip(&c.quant) {
+            if let Some(kept) = steps.get_mut(usize::from(slot)) {
+                *kept = step;
+            }
+        }
         tables.push((
             headers.dc_tables[c.tables.0].as_deref()?,
             headers.ac_tables[c.tables.1].as_deref()?,
+            steps,
         ));
     }
     // A lone component is not interleaved: its scan covers only the blocks inside its own size,
@@ -168,7 +177,7 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
     };
     let mut reader = BitReader::new(headers.scan);
     let mut predictions = [0i32; 3];
-    let mut block = [0f32; SPARE + 1];
+    let mut block: Coefficients = [0; 32];
     let mut next_restart = 0u8;
     for mcu in 0..mcus_x * mcus_y {
         if headers.restart_interval > 0 && mcu > 0 && mcu % headers.restart_interval == 0 {
@@ -177,7 +186,7 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
             predictions = [0; 3];
         }
         let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
-        for (((c, plane), &(dc, ac)), prediction) in headers
+        for (((c, plane), &(dc, ac, ref steps)), prediction) in headers
             .components
             .iter()
             .zip(planes.iter_mut())
@@ -187,14 +196,13 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
             let (h, v) = c.sampling;
             for by in 0..v {
                 for bx in 0..h {
-                    let dc_only =
-                        decode_block(&mut reader, dc, ac, c, &slots, prediction, &mut block)?;
+                    decode_block(&mut reader, dc, ac, &slots, prediction, &mut block)?;
                     let (col, row) = ((mx * h + bx) * n, (my * v + by) * n);
                     let at = row * plane.stride + col;
                     scaled_idct::block_to_samples(
                         &block,
+                        steps,
                         n,
-                        dc_only,
                         &mut plane.samples[at..],
                         plane.stride,
                     );
@@ -215,38 +223,33 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
     )
 }
 
-/// Decodes one block's coefficients (T.81 F.2.2) and keeps the dequantised ones the n×n
-/// transform uses in `block` (`block[row·n + col]`; the others go to `block[SPARE]`). Returns whether every kept AC coefficient
-/// is zero, or `None` for an invalid code or a run past the 64th coefficient.
+/// Decodes one block's coefficients (T.81 F.2.2) and keeps the quantised values the n×n
+/// transform uses in `block` (`block[row·n + col]`; the others, and the end of block, go to
+/// `block[SPARE]`). `None` for an invalid code or a run past the 64th coefficient.
 #[inline]
 fn decode_block(
     reader: &mut BitReader<'_>,
     dc: &HuffmanTable,
     ac: &HuffmanTable,
-    component: &Component,
     slots: &[u8; 256],
     prediction: &mut i32,
-    block: &mut [f32; 17],
-) -> Option<bool> {
-    block.fill(0.0);
+    block: &mut Coefficients,
+) -> Option<()> {
+    block.fill(0);
     reader.ensure(32);
     let size = u32::from(dc.decode_symbol(reader)?);
     if size > 11 {
         return None;
     }
     *prediction = prediction.wrapping_add(reader.receive_extend(size));
-    block[0] = *prediction as f32 * component.quant[0];
-    let mut dc_only = true;
+    block[0] = *prediction;
     let mut k = 1;
     while k < 64 {
         reader.ensure(32);
         let (run, value) = ac.decode_coefficient(reader)?;
         k += run;
-        // Unused coefficients land in the spare last slot, and so does the end of block's
-        // "coefficient": no branch on which ones are kept.
-        let slot = usize::from(slots[k & 0xFF]);
-        block[slot] = value as f32 * component.quant[k & 63];
-        dc_only &= slot == SPARE || value == 0;
+        // Unused coefficients land in the spare slot: no branch on which ones are kept.
+        block[usize::from(slots[k & 0xFF]) & 31] = value;
         k += 1;
     }
     // 64: the last coefficient was coded; past END_OF_BLOCK_RUN: an end of block. In between:
@@ -254,7 +257,7 @@ fn decode_block(
     if (65..=END_OF_BLOCK_RUN as usize).contains(&k) {
         return None;
     }
-    Some(dc_only)
+    Some(())
 }
 
 #[cfg(test)]

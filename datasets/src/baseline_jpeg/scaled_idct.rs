@@ -14,35 +14,44 @@ const BASIS_4: [[f32; 4]; 4] = [
 ];
 const BASIS_2: [[f32; 2]; 2] = [[0.353_553_38, 0.353_553_38], [0.353_553_38, -0.353_553_38]];
 
+/// One block's quantised coefficients as `decode_block` keeps them: `[v·n + u]` holds vertical
+/// frequency `v`, horizontal frequency `u` (n×n of them); index 16 collects the coefficients
+/// the reduced transform drops, and the rest is padding that makes `& 31` a valid index.
+pub(super) type Coefficients = [i32; 32];
+
 /// Writes the n×n samples (n = 1, 2, 4) of one block to `out` (row stride `stride`, level
-/// shifted by 128, rounded and clamped to 0..=255). `block[v·n + u]` holds the dequantised
-/// coefficient of vertical frequency `v` and horizontal frequency `u` (`block[16]` is ignored); `dc_only` says that every
-/// coefficient but `block[0]` is zero.
+/// shifted by 128, rounded and clamped to 0..=255): `block` dequantised with `steps` (the
+/// quantiser step of each kept coefficient, same layout) and inverse transformed.
 #[inline]
 pub(super) fn block_to_samples(
-    block: &[f32; 17],
+    block: &Coefficients,
+    steps: &[f32; 16],
     n: usize,
-    dc_only: bool,
     out: &mut [u8],
     stride: usize,
 ) {
-    if dc_only || n == 1 {
+    let kept = n * n;
+    if n == 1 || block[1..kept].iter().all(|&c| c == 0) {
         // Both axes' DC basis is ½·(1/√2): the flat block is F(0,0)/8.
-        let value = to_sample(block[0] * 0.125);
+        let value = to_sample(block[0] as f32 * steps[0] * 0.125);
         for row in out.chunks_mut(stride).take(n) {
             row[..n].fill(value);
         }
         return;
     }
+    let mut dequantised = [0f32; 16];
+    for ((f, &c), &step) in dequantised.iter_mut().zip(&block[..kept]).zip(steps) {
+        *f = c as f32 * step;
+    }
     match n {
-        2 => grid(block, &BASIS_2, out, stride),
-        _ => grid(block, &BASIS_4, out, stride),
+        2 => grid(&dequantised, &BASIS_2, out, stride),
+        _ => grid(&dequantised, &BASIS_4, out, stride),
     }
 }
 
 /// The separable n×n inverse transform: rows of coefficients first, then columns.
 #[inline]
-fn grid<const N: usize>(block: &[f32; 17], basis: &[[f32; N]; N], out: &mut [u8], stride: usize) {
+fn grid<const N: usize>(block: &[f32; 16], basis: &[[f32; N]; N], out: &mut [u8], stride: usize) {
     let mut rows = [[0f32; N]; N];
     for (v, row) in rows.iter_mut().enumerate() {
         let coefficients = &block[v * N..v * N + N];
@@ -99,8 +108,8 @@ mod tests {
         let mut coefficients = [[0f64; 4]; 4];
         coefficients[0][0] = 240.0;
         coefficients[0][1] = -60.0;
-        coefficients[1][0] = 35.0;
-        coefficients[2][3] = 17.0;
+        coefficients[1][0] = 36.0;
+        coefficients[2][3] = 18.0;
         coefficients[3][2] = -22.0;
         // basis(8, ·) at a fractional position: ½·c(u)·cos((2p + 1)·u·π / 16).
         let at = |p: f64, u: usize| {
@@ -111,14 +120,17 @@ mod tests {
             };
             0.5 * c * ((2.0 * p + 1.0) * u as f64 * std::f64::consts::PI / 16.0).cos()
         };
-        let mut block = [0f32; 17];
+        let mut block: Coefficients = [0; 32];
+        let mut steps = [0f32; 16];
         for v in 0..4 {
             for u in 0..4 {
-                block[v * 4 + u] = coefficients[v][u] as f32;
+                // Quantised value × step 2 = the coefficient.
+                block[v * 4 + u] = (coefficients[v][u] / 2.0) as i32;
+                steps[v * 4 + u] = 2.0;
             }
         }
         let mut out = [0u8; 16];
-        block_to_samples(&block, 4, false, &mut out, 4);
+        block_to_samples(&block, &steps, 4, &mut out, 4);
         for y in 0..4 {
             for x in 0..4 {
                 let (py, px) = (2.0 * y as f64 + 0.5, 2.0 * x as f64 + 0.5);
@@ -136,7 +148,19 @@ mod tests {
             }
         }
         let mut flat = [0u8; 4];
-        block_to_samples(&block, 2, true, &mut flat, 2);
-        assert_eq!(flat, [158; 4], "DC 240 / 8 + 128");
+        let dc_only: Coefficients = std::array::from_fn(|i| {
+            if i == 0 {
+                120
+            } else if i == 16 {
+                9
+            } else {
+                0
+            }
+        });
+        block_to_samples(&dc_only, &steps, 2, &mut flat, 2);
+        assert_eq!(
+            flat, [158; 4],
+            "DC 240 / 8 + 128; the dropped coefficients ignored"
+        );
     }
 }
