@@ -43,16 +43,34 @@ impl Plane {
                 *o = ((t + 2) >> 2) as u8;
             }
         } else {
-            let last = self.width - 1;
-            for (x, o) in out.iter_mut().enumerate() {
-                let i = (x / 2).min(last);
-                let neighbour = if x % 2 == 1 {
-                    (i + 1).min(last)
-                } else {
-                    i.saturating_sub(1)
-                };
-                *o = ((3 * vertical[i] + vertical[neighbour] + 8) >> 4) as u8;
-            }
+            upsample_horizontally(vertical, out);
+        }
+    }
+}
+
+/// Doubles a row given in quarters (`t` = 4× the sample scale) into `out` with the triangle
+/// filter: output `2i` is `(3·t[i] + t[i − 1]) / 16`, output `2i + 1` is `(3·t[i] + t[i + 1]) / 16`,
+/// rounded, with the row's end samples standing in for their missing neighbours.
+fn upsample_horizontally(t: &[u16], out: &mut [u8]) {
+    let last = t.len() - 1;
+    let at = |i: usize| t[i.min(last)];
+    let sample = |centre: u16, neighbour: u16| ((3 * centre + neighbour + 8) >> 4) as u8;
+    let pairs = out.len().div_ceil(2);
+    // Interior pairs 1..last have both neighbours: straight-line code the compiler vectorises.
+    let interior = last.min(pairs).max(1);
+    let after_first = out.len().min(2);
+    for (pair, window) in out[after_first..]
+        .chunks_exact_mut(2)
+        .zip(t.windows(3))
+        .take(interior - 1)
+    {
+        pair[0] = sample(window[1], window[0]);
+        pair[1] = sample(window[1], window[2]);
+    }
+    for i in std::iter::once(0).chain(interior..pairs) {
+        out[2 * i] = sample(at(i), at(i.saturating_sub(1)));
+        if let Some(odd) = out.get_mut(2 * i + 1) {
+            *odd = sample(at(i), at(i + 1));
         }
     }
 }
@@ -76,8 +94,9 @@ pub(super) fn rgb(planes: &[Plane; 3], width: usize, height: usize) -> Vec<u8> {
         for (plane, row) in planes.iter().zip(rows.iter_mut()) {
             plane.upsampled_row(y, row, &mut scratch);
         }
-        for (x, pixel) in out.chunks_exact_mut(3).enumerate() {
-            pixel.copy_from_slice(&ycbcr_to_rgb(rows[0][x], rows[1][x], rows[2][x]));
+        let [luma, blue, red] = &rows;
+        for (((pixel, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(luma).zip(blue).zip(red) {
+            pixel.copy_from_slice(&ycbcr_to_rgb(y, cb, cr));
         }
     }
     pixels
@@ -120,6 +139,28 @@ mod tests {
                     (f64::from(*g) - w).abs() <= 0.5 + 1e-9,
                     "{got:?} vs {want:?}"
                 );
+            }
+        }
+    }
+
+    /// The straight interior loop and the clamped edges together equal the filter written out
+    /// sample by sample, for every row length and output length (odd ones included).
+    #[test]
+    fn horizontal_doubling_equals_the_filter_at_every_length() {
+        for width in 1..12usize {
+            let t: Vec<u16> = (0..width).map(|i| ((i * 397 + 11) % 1021) as u16).collect();
+            for out_len in (2 * width).saturating_sub(1).max(1)..=2 * width {
+                let mut out = vec![0u8; out_len];
+                upsample_horizontally(&t, &mut out);
+                let at = |i: isize| t[i.clamp(0, width as isize - 1) as usize];
+                let want: Vec<u8> = (0..out_len as isize)
+                    .map(|x| {
+                        let i = x / 2;
+                        let neighbour = if x % 2 == 0 { at(i - 1) } else { at(i + 1) };
+                        ((3 * at(i) + neighbour + 8) >> 4) as u8
+                    })
+                    .collect();
+                assert_eq!(out, want, "width {width}, output {out_len}");
             }
         }
     }
