@@ -168,13 +168,8 @@ fn decode_planes(headers: &Headers<'_>, layout: &Layout, n: usize) -> Option<Vec
             steps,
         ));
     }
-    // A lone component is not interleaved: its scan covers only the blocks inside its own size,
-    // not whole MCUs of the frame.
-    let (mcus_x, mcus_y) = if headers.components.len() == 1 {
-        (headers.width.div_ceil(8), headers.height.div_ceil(8))
-    } else {
-        (mcus_x, mcus_y)
-    };
+    // A lone component is not interleaved: its scan covers the blocks inside its own size, which
+    // are the MCUs above because `headers` gives it sampling (1, 1).
     let mut reader = BitReader::new(headers.scan);
     let mut predictions = [0i32; 3];
     let mut block: Coefficients = [0; 32];
