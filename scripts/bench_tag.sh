@@ -6,6 +6,8 @@
 # on CPUs with AVX-512 BF16), then --dtype f32, then exact decoding in f32. Random weights: speed
 # only. Last, label agreement of the defaults with exact decoding, with f32, and with both, for
 # the embedded default model (calibrated thresholds) on the test photos and the big copies.
+# Each run is timed twice: its loop over the photos (what the program reports) and its whole
+# process by the wall clock (start-up included: loading the model; for Python importing torch).
 #
 # Usage: scripts/bench_tag.sh      env: MODEL=tresnet_m SIZE=224 COPIES=20 BIG_COPIES=8 BATCH=16
 #        PYTHON=<python with torch, timm, torchvision, safetensors> (default: .bench-venv)
@@ -35,29 +37,41 @@ for i in $(seq 1 "$copies"); do
 done
 "$PYTHON" scripts/tag_bench_python.py bundle --model "$model" --size "$size" --bundle "$work/bundle"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$threads, $model @$size squish, batch $batch, $(ls "$work/photos" | wc -l) photos"
+# timed NAME COMMAND...: runs COMMAND (which prints its JSON report) and stores that report in
+# the variable NAME with the whole process's wall-clock seconds added as "process_seconds"
+# (start-up included: loading the model, for Python also importing torch and timm).
+timed() {
+  local name=$1
+  shift
+  local start=$EPOCHREALTIME out
+  out=$("$@")
+  local end=$EPOCHREALTIME
+  printf -v "$name" '%s' "$("$PYTHON" -c 'import json, sys; r = json.loads(sys.argv[1]); r["process_seconds"] = float(sys.argv[3]) - float(sys.argv[2]); print(json.dumps(r))' "$out" "$start" "$end")"
+}
 report() {
   "$PYTHON" - "$@" <<'PY'
 import json, sys
 runs = [(sys.argv[i], json.loads(sys.argv[i + 1])) for i in range(1, len(sys.argv), 2)]
 for name, r in runs:
-    print(f"{name:22s} {r['tagged'] / r['seconds']:7.1f} img/s  total {r['seconds']:6.2f} s  model {r['model_seconds']:6.2f} s  waiting for decode {r['decode_wait_seconds']:5.2f} s")
-rate = lambda r: r["tagged"] / r["seconds"]
+    print(f"{name:22s} {r['tagged'] / r['seconds']:7.1f} img/s in the loop ({r['seconds']:5.2f} s: model {r['model_seconds']:5.2f} s, waiting for decode {r['decode_wait_seconds']:4.2f} s); whole process {r['tagged'] / r['process_seconds']:5.1f} img/s ({r['process_seconds']:5.2f} s)")
 python = runs[-1][1]
 for name, r in runs[:-1]:
-    print(f"ratio {name} / python: {rate(r) / rate(python):.2f}x")
+    loop = (r["tagged"] / r["seconds"]) / (python["tagged"] / python["seconds"])
+    process = (r["tagged"] / r["process_seconds"]) / (python["tagged"] / python["process_seconds"])
+    print(f"ratio {name} / python: {process:.2f}x whole process, {loop:.2f}x in the loop")
 PY
 }
-ours=$(target/release/tag "$work/photos" --weights "$work/bundle" -b "$batch" -o "$work/tags.jsonl" 2>/dev/null)
-theirs=$("$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/photos" --batch-size "$batch" --threads "$threads")
+timed ours target/release/tag "$work/photos" --weights "$work/bundle" -b "$batch" -o "$work/tags.jsonl" 2>/dev/null
+timed theirs "$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/photos" --batch-size "$batch" --threads "$threads"
 report "ours (tag)" "$ours" "python (PIL+timm)" "$theirs"
 
 names="astronaut.jpg chelsea.png rocket_exif_rot90.jpg hubble_deep_field_cmyk.jpg camera_gray.png logo_rgba.webp"
 "$PYTHON" scripts/tag_bench_python.py enlarge --photos tests/fixtures/photos --out "$work/big" --copies "$big_copies" --names $names
 echo "# 12 MP: $(ls "$work/big" | wc -l) JPEGs of 4032x3024 / 3024x4032, $(du -sm "$work/big" | cut -f1) MB"
-scaled=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_scaled.jsonl" 2>/dev/null)
-f32=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_f32.jsonl" --dtype f32 2>/dev/null)
-exact=$(target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_exact.jsonl" --exact-decode --dtype f32 2>/dev/null)
-theirs=$("$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/big" --batch-size "$batch" --threads "$threads")
+timed scaled target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_scaled.jsonl" 2>/dev/null
+timed f32 target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_f32.jsonl" --dtype f32 2>/dev/null
+timed exact target/release/tag "$work/big" --weights "$work/bundle" -b "$batch" -o "$work/big_exact.jsonl" --exact-decode --dtype f32 2>/dev/null
+timed theirs "$PYTHON" scripts/tag_bench_python.py tag --model "$model" --size "$size" --photos "$work/big" --batch-size "$batch" --threads "$threads"
 echo "# ours (tag) runs in its default precision: $(echo "$scaled" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print(r["dtype"], "(bf16 products)" if r["bf16_products"] else "(f32 products)")')"
 report "ours (tag)" "$scaled" "ours --dtype f32" "$f32" "ours exact, f32" "$exact" "python (PIL+timm)" "$theirs"
 

@@ -8,6 +8,7 @@
 //! This crate depends on no model crate; preprocessing is described by [`PreprocessConfig`], read
 //! from a model's `pretrained_cfg`.
 
+mod background_priority;
 mod baseline_jpeg;
 mod box_transform;
 pub mod coco;

@@ -47,7 +47,8 @@ pub enum BadItemPolicy {
 pub struct LoaderOptions {
     /// Samples per batch.
     pub batch_size: usize,
-    /// Worker threads (0 loads on the calling thread).
+    /// Worker threads (0 loads on the calling thread). They run ten nice levels below the thread
+    /// that creates the loader, so the consumer (the model) is not preempted by decoding.
     pub workers: usize,
     /// Batches loaded ahead of the one being consumed.
     pub prefetch_batches: usize,
@@ -288,6 +289,7 @@ impl<T: Send + 'static> Loader<T> {
             let handle = std::thread::Builder::new()
                 .name(format!("loader-{w}"))
                 .spawn(move || {
+                    crate::background_priority::run_in_background();
                     loop {
                         let job = match job_rx.lock() {
                             Ok(rx) => rx.recv(),
