@@ -38,6 +38,7 @@ pub mod pretrained;
 mod stochastic_depth;
 mod trainable;
 pub mod weights;
+mod worker_pool;
 
 pub use build_options::BuildOptions;
 pub use config::{GlobalPool, TResNetConfig};
@@ -50,3 +51,4 @@ pub use manifest::Manifest;
 pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet, native_cpu_bf16, native_cpu_winograd};
 pub use stochastic_depth::StochasticDepth;
 pub use trainable::{BATCH_NORM_MOMENTUM, TrainableTResNet};
+pub use worker_pool::on_cpu_workers;

@@ -13,6 +13,7 @@ use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::stochastic_depth::StochasticDepth;
 use crate::weights::{StateDict, check_state_dict, random_state_dict};
+use crate::worker_pool::on_cpu_workers;
 
 /// Smallest input side: the blur before stage 4 needs a map of at least 2×2 (⌈H/16⌉ ≥ 2).
 pub const MIN_INPUT_SIDE: usize = 20;
@@ -285,6 +286,11 @@ impl TResNet {
         x: &Tensor,
         depth: Option<&StochasticDepth>,
     ) -> Result<Features> {
+        on_cpu_workers(&self.options.device, || self.run_body(x, depth))
+    }
+
+    /// The body of [`Self::forward_features_with`], on the calling thread.
+    fn run_body(&self, x: &Tensor, depth: Option<&StochasticDepth>) -> Result<Features> {
         let x = self.prepare_input(x)?;
         let stem = self.stem.forward(&space_to_depth(&x)?)?;
         let mut current = stem.clone();
@@ -349,13 +355,15 @@ impl TResNet {
         x: &Tensor,
         depth: Option<&StochasticDepth>,
     ) -> Result<ModelOutput> {
-        let features = self.forward_features_with(x, depth)?;
-        let pre_logits = self.pre_logits(features.last())?;
-        let logits = self.classify(&pre_logits)?;
-        Ok(ModelOutput {
-            features,
-            pre_logits,
-            logits,
+        on_cpu_workers(&self.options.device, || {
+            let features = self.forward_features_with(x, depth)?;
+            let pre_logits = self.pre_logits(features.last())?;
+            let logits = self.classify(&pre_logits)?;
+            Ok(ModelOutput {
+                features,
+                pre_logits,
+                logits,
+            })
         })
     }
 

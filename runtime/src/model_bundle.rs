@@ -116,6 +116,12 @@ impl ModelBundle {
     /// Logits `(B, num_classes)` for images `(B, 3, H, W)`; a feature extractor gives its pooled
     /// features `(B, num_features)`, as timm's `forward` with `num_classes=0`.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        // The backbone and the head in one pass on the CPU worker pool.
+        tresnet::on_cpu_workers(self.backbone().device(), || self.logits_here(images))
+    }
+
+    /// [`Self::logits`] on the calling thread.
+    fn logits_here(&self, images: &Tensor) -> Result<Tensor> {
         match &self.network {
             BundleNetwork::Classifier(c) => Ok(c.forward(images)?),
             BundleNetwork::Features(b) => Ok(b.forward(images)?),

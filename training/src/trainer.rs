@@ -243,6 +243,13 @@ impl Trainer {
     /// gradient skips the update and leaves the weights as they were; ten non-finite losses in
     /// a row end the run with an error.
     pub fn step(&mut self, images: &Tensor, targets: &[Target]) -> Result<StepOutcome> {
+        let device = self.device.clone();
+        // Forward, backward and update on the CPU worker pool (see `tresnet::on_cpu_workers`).
+        tresnet::on_cpu_workers(&device, || self.step_here(images, targets))
+    }
+
+    /// [`Self::step`] on the calling thread.
+    fn step_here(&mut self, images: &Tensor, targets: &[Target]) -> Result<StepOutcome> {
         let def = &self.definition;
         let cfg = &def.train;
         // The forward pass updates the batch-norm statistics; batches whose update is skipped

@@ -2,7 +2,7 @@
 //! convolution TResNet has — as cache-blocked im2col + gemm, parallel over images and pixel
 //! tiles, with bias and activation fused into the output pass; and their gradients.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use rayon::prelude::*;
 
@@ -11,6 +11,7 @@ use super::cache_size::l2_cache_bytes;
 use super::conv_bf16;
 use super::sgemm::{MatMut, MatRef, Products, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
+use super::thread_scratch::with_thread_scratch;
 use super::winograd::{self, WinogradKernel};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
@@ -155,8 +156,8 @@ impl Epilogue {
 }
 
 thread_local! {
-    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    pub(super) static PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static COLUMNS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    pub(super) static PRODUCT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// The first `len` values of a per-thread scratch buffer, grown (never shrunk) as needed, so
@@ -399,9 +400,8 @@ unsafe fn conv_forward_raw(
                     sgemm(dst, lhs, rhs, false, inner)
                 };
             } else {
-                COLUMNS.with(|cell| {
-                    let mut col = cell.borrow_mut();
-                    let col = scratch(&mut col, patch * n);
+                with_thread_scratch(&COLUMNS, |col| {
+                    let col = scratch(col, patch * n);
                     im2col(x, g, tile, col, inner > 1);
                     let rhs = MatRef {
                         data: col,
@@ -426,11 +426,10 @@ unsafe fn conv_forward_raw(
             }
         } else {
             // Several whole images: one product into a scratch block, then scattered.
-            COLUMNS.with(|cols| {
-                PRODUCT.with(|prod| {
-                    let (mut col, mut product) = (cols.borrow_mut(), prod.borrow_mut());
-                    let col = scratch(&mut col, patch * n);
-                    let product = scratch(&mut product, o * n);
+            with_thread_scratch(&COLUMNS, |col| {
+                with_thread_scratch(&PRODUCT, |product| {
+                    let col = scratch(col, patch * n);
+                    let product = scratch(product, o * n);
                     im2col(x, g, tile, col, inner > 1);
                     let rhs = MatRef {
                         data: col,
@@ -591,10 +590,9 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
             for tile in &tiles[lo..hi] {
                 let n = tile.columns(g);
                 let per_image = tile.image_pixels(g);
-                COLUMNS.with(|cols| {
-                    PRODUCT.with(|prod| {
-                        let (mut col, mut grad) = (cols.borrow_mut(), prod.borrow_mut());
-                        let col = scratch(&mut col, patch * n);
+                with_thread_scratch(&COLUMNS, |col| {
+                    with_thread_scratch(&PRODUCT, |grad| {
+                        let col = scratch(col, patch * n);
                         im2col(x, g, tile, col, false);
                         // The tile's output gradient as an `O × n` block.
                         let lhs = if tile.images == 1 {
@@ -607,7 +605,7 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                                 col_stride: 1,
                             }
                         } else {
-                            let grad = scratch(&mut grad, o * n);
+                            let grad = scratch(grad, o * n);
                             for j in 0..tile.images {
                                 for oc in 0..o {
                                     grad[oc * n + j * per_image..][..per_image].copy_from_slice(

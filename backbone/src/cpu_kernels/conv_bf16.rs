@@ -3,7 +3,7 @@
 //! im2col matrix in between), once per tile however many threads multiply it, and the bias and
 //! activation are applied as the product stores its results.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -13,10 +13,11 @@ use super::conv::{
     ConvGeometry, PRODUCT, SendPtr, Tile, for_each_tile, im2col_row, plan, scatter_images, scratch,
 };
 use super::sgemm::{MatMut, in_row_blocks};
+use super::thread_scratch::with_thread_scratch;
 
 thread_local! {
     /// The tile being multiplied, packed (kept between tiles and layers; grows only).
-    static PACKED_TILE: RefCell<PackedColumns> = RefCell::new(PackedColumns::default());
+    static PACKED_TILE: Cell<PackedColumns> = Cell::new(PackedColumns::default());
 }
 
 /// `out = act(conv(x, w) + bias)` with bf16 products: `x` `(B, I, H, W)`, `w` the `(O, I·k²)`
@@ -38,9 +39,8 @@ pub(super) unsafe fn conv_forward_bf16(
     let (tiles, inner) = plan(g);
     let out = SendPtr(out);
     for_each_tile(&tiles, inner, |tile| {
-        PACKED_TILE.with(|cell| {
-            let mut columns = cell.borrow_mut();
-            pack_tile(x, g, tile, &mut columns, inner);
+        with_thread_scratch(&PACKED_TILE, |columns| {
+            pack_tile(x, g, tile, columns, inner);
             let columns = &*columns;
             let n = tile.columns(g);
             if tile.images == 1 {
@@ -57,9 +57,8 @@ pub(super) unsafe fn conv_forward_bf16(
                 unsafe { multiply(dst, w, columns, post, inner) };
             } else {
                 // Several whole images: one product into a scratch block, then scattered.
-                PRODUCT.with(|prod| {
-                    let mut product = prod.borrow_mut();
-                    let product = scratch(&mut product, o * n);
+                with_thread_scratch(&PRODUCT, |product| {
+                    let product = scratch(product, o * n);
                     let block = MatMut::row_major(product, o, n);
                     // SAFETY: the scratch block belongs to this thread's tile.
                     unsafe { multiply(block, w, columns, post, inner) };

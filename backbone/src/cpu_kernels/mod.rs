@@ -15,6 +15,7 @@ mod sgd;
 mod sgemm;
 mod simd;
 pub(crate) mod space_to_depth;
+mod thread_scratch;
 mod winograd;
 
 pub use bf16_gemm::{PackedWeights, native_bf16};

@@ -18,7 +18,9 @@
 //! TResNet's layers the outputs stay within about 1e-6 of the exact sums relative to their scale
 //! (the unit tests bound it against f64).
 
-use std::cell::RefCell;
+use std::cell::Cell;
+
+use crate::cpu_kernels::thread_scratch::with_thread_scratch;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -297,7 +299,7 @@ impl LaneGroup {
 
 thread_local! {
     /// A block's transformed input (`36 × C × columns`) and products (`36 × K' × columns`).
-    static TRANSFORMED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static TRANSFORMED: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Tiles per block: as many as keep the block's `V` and `M` within the L2 cache, in whole
@@ -340,9 +342,8 @@ pub(super) unsafe fn conv_forward_winograd(
                 LaneGroup::new(g, grid, at, LANES.min(first + count - at))
             })
             .collect();
-        TRANSFORMED.with(|cell| {
-            let mut buffers = cell.borrow_mut();
-            let (v, m) = &mut *buffers;
+        with_thread_scratch(&TRANSFORMED, |buffers| {
+            let (v, m) = buffers;
             let columns = groups.len() * LANES;
             let v = scratch(v, XI * g.in_channels * columns);
             let m = scratch(m, XI * g.out_channels.next_multiple_of(MR) * columns);

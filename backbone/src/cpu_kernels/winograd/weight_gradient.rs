@@ -16,7 +16,9 @@
 //! Deterministic: each `ξ`'s sum runs over the blocks in order in a single task, so the result
 //! depends neither on the number of threads nor on their timing.
 
-use std::cell::RefCell;
+use std::cell::Cell;
+
+use crate::cpu_kernels::thread_scratch::with_thread_scratch;
 
 use rayon::prelude::*;
 
@@ -67,9 +69,8 @@ pub(in crate::cpu_kernels) fn conv_backward_weight_winograd(
     // Channels padded to whole registers: dU is, for each ξ, a row-major `K' × C'` matrix.
     let (c_pad, k_pad) = (c_in.next_multiple_of(LANES), k_out.next_multiple_of(LANES));
     let per_block = block_tiles(c_pad, k_pad).min(tiles);
-    SCRATCH.with(|cell| {
-        let mut buffers = cell.borrow_mut();
-        let (du, v, dm) = &mut *buffers;
+    with_thread_scratch(&SCRATCH, |buffers| {
+        let (du, v, dm) = buffers;
         let du = scratch(du, XI * k_pad * c_pad);
         let v = scratch(v, XI * per_block * c_pad);
         let dm = scratch(dm, XI * per_block * k_pad);
@@ -86,8 +87,8 @@ pub(in crate::cpu_kernels) fn conv_backward_weight_winograd(
 thread_local! {
     /// `dU`, and a block's transformed inputs and output gradients (kept between calls;
     /// grown only; every value used is written first).
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: Cell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Tiles `first .. first + count`: their input patches transformed into `v` (`36 × count × C'`)
