@@ -2,8 +2,9 @@
 """Where the time goes: reads `perf script` output (call stacks recorded with frame pointers) and
 prints, per thread role, the share of samples by operation — the innermost frame that names one of
 this project's functions or a candle tensor operation — with the two leaf functions that dominate
-each. Thread roles: `main` (the calling thread: work that runs serially), `pool` (the rayon
-workers) and `candle` (candle's own element-wise thread). A benchmark helper, not part of the
+each. Thread roles: `main` (the calling thread: set-up; passes run on the pool since
+`tresnet::on_cpu_workers`), `pool` (the rayon workers: the passes, their serial parts included)
+and `candle` (candle's own element-wise thread). A benchmark helper, not part of the
 project's runtime.
 
 Usage: perf script -i perf.data | scripts/profile_breakdown.py [--only FRAME] [--top N]

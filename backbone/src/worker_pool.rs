@@ -6,8 +6,9 @@
 //! microseconds each, while the serial work between layers (candle's element-wise operations)
 //! runs on the caller with the pool's workers going back to sleep. Run on one of the pool's own
 //! workers instead, a pass keeps that worker busy from start to end and each layer only has to
-//! wake the others. Measured on a 2-core VM (`bench -b 1`, TResNet-M @224, interleaved): f32
-//! 16.1 → 20.3 img/s, bf16 22.2 → 26.3 img/s; batch 8 unchanged within noise.
+//! wake the others. Measured on a 2-core VM (`bench -b 1`, TResNet-M @224, interleaved medians):
+//! bf16 23.4 → 27.1 img/s, f32 15.7 → 16.8; batch 8 unchanged within noise
+//! (`benchmarks/cpu-2026-12-04.md`).
 
 use candle_core::Device;
 
