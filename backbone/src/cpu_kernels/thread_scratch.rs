@@ -4,7 +4,7 @@
 //! that waits inside a kernel for its parallel loop steals other jobs meanwhile: another piece of
 //! the same layer, or a whole pass that another thread handed to the pool
 //! ([`crate::on_cpu_workers`]). Holding a `RefCell` borrow across that wait would turn the nested
-//! use into a "already borrowed" panic; taking the buffer out of its slot for the call gives the
+//! use into an "already borrowed" panic; taking the buffer out of its slot for the call gives the
 //! nested use an empty slot (and a buffer of its own) instead.
 
 use std::cell::Cell;
