@@ -356,7 +356,7 @@ impl TResNet {
         depth: Option<&StochasticDepth>,
     ) -> Result<ModelOutput> {
         on_cpu_workers(&self.options.device, || {
-            let features = self.forward_features_with(x, depth)?;
+            let features = self.run_body(x, depth)?;
             let pre_logits = self.pre_logits(features.last())?;
             let logits = self.classify(&pre_logits)?;
             Ok(ModelOutput {
