@@ -48,8 +48,9 @@ impl TrainableTResNet {
     /// bf16 on the CPU works as the CPU's bf16 inference does: activations stay f32 (every fast
     /// CPU kernel is an f32 one) and the convolutions and their input gradients multiply bf16
     /// operands with f32 sums where the CPU has AVX-512 BF16 ([`crate::native_cpu_bf16`]; the
-    /// model then [`TResNet::multiplies_in_bf16`]), Winograd's f32 products where they apply;
-    /// weight gradients and batch norms stay f32. A CPU without native bf16 trains in f32.
+    /// model then [`TResNet::multiplies_in_bf16`]), and so do the weight gradients; Winograd's
+    /// f32 products where they apply, and batch norms in f32. A CPU without native bf16 trains in
+    /// f32.
     /// Outputs are f32 there.
     pub fn mixed_precision(
         config: &TResNetConfig,

@@ -653,8 +653,8 @@ fn fused_convolution_batch_norm_activation_with_bf16_products_follows_f32() {
         let (y16, g16) = run(Products::Bf16);
         // The f64 network on the bf16-rounded operands: the forward pass is exactly its (bf16
         // products summed in f32, within the f32 kernels' tolerance); the gradients round their
-        // operands once more (the input gradient multiplies the rounded output gradient, the
-        // weight gradient the unrounded input), so they agree to bf16's precision.
+        // operands once more (both multiply the rounded output gradient, the weight gradient
+        // also the rounded input), so they agree to bf16's precision.
         let x64 = Var::from_tensor(&bf16_rounded(x.as_tensor())).unwrap();
         let w64 = Var::from_tensor(&bf16_rounded(wt.as_tensor())).unwrap();
         let (bn64, gamma64, beta64) = batch_norm(o, DType::F64);
@@ -678,15 +678,18 @@ fn fused_convolution_batch_norm_activation_with_bf16_products_follows_f32() {
         let want = [g.get(&x64), g.get(&w64), g.get(&gamma64)].map(|t| t.unwrap().clone());
         for ((what, got), want) in ["d/dx", "d/dw", "d/dgamma"].iter().zip(&g16).zip(&want) {
             let e = max_relative_difference(got, want);
+            eprintln!("{tag} {what}: {e:.2e} from the rounded f64 network");
             assert!(
-                e < 1e-2,
+                e < 5e-3,
                 "{tag} {what}: {e:.2e} from the rounded f64 network"
             );
         }
-        let moved = max_relative_difference(&g16[0], &g32[0]);
-        assert!(
-            moved > 1e-5,
-            "{tag} d/dx: {moved:.2e} from f32, no bf16 rounding at all"
-        );
+        for (what, i) in [("d/dx", 0), ("d/dw", 1)] {
+            let moved = max_relative_difference(&g16[i], &g32[i]);
+            assert!(
+                moved > 1e-5,
+                "{tag} {what}: {moved:.2e} from f32, no bf16 rounding at all"
+            );
+        }
     }
 }

@@ -61,6 +61,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// A left operand (`m × k`, the weights) rounded to bf16 and packed into `MR`-row panels: for
 /// panel `p` and pair `q`, the words of rows `p·MR .. p·MR+MR` (rows past `m` are zero). Packed
 /// once per convolution and shared by all its tiles.
+#[derive(Default)]
 pub struct PackedWeights {
     data: Vec<u32>,
     rows: usize,
@@ -77,24 +78,56 @@ impl std::fmt::Debug for PackedWeights {
 impl PackedWeights {
     /// Packs `a`.
     pub fn pack(a: &MatRef<'_>) -> Self {
+        let mut packed = Self::default();
+        packed.repack(a);
+        packed
+    }
+
+    /// Packs `a` into this operand's buffer (kept and grown, for operands packed on every call):
+    /// eight rows by sixteen columns at a time where rows are contiguous and the CPU has the
+    /// features, else value by value.
+    pub fn repack(&mut self, a: &MatRef<'_>) {
+        assert!(
+            a.in_bounds(),
+            "bf16 packing: the matrix lies outside its data"
+        );
         let (m, k) = (a.rows, a.cols);
         let pairs = k.div_ceil(2);
         let panels = m.div_ceil(MR);
-        let mut data = vec![0u32; panels * pairs * MR];
+        self.data.clear();
+        self.data.resize(panels * pairs * MR, 0);
+        (self.rows, self.cols, self.pairs) = (m, k, pairs);
+        if m == 0 || k == 0 {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if a.col_stride == 1 && native_bf16() {
+            for p in 0..panels {
+                for first in (0..k).step_by(16) {
+                    let width = (k - first).min(16);
+                    let rows: [Option<&[f32]>; MR] = std::array::from_fn(|i| {
+                        let r = p * MR + i;
+                        (r < m).then(|| &a.data[a.offset + r * a.row_stride + first..][..width])
+                    });
+                    let at = (p * pairs + first / 2) * MR;
+                    // SAFETY: the features are present; the block's pairs (at most 8 from
+                    // `first / 2`, those its values cover) lie inside panel `p`, MR words apart.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::pack_pair_block(&rows, &mut self.data[at..], MR)
+                    };
+                }
+            }
+            return;
+        }
         let at = |r: usize, c: usize| a.data[a.offset + r * a.row_stride + c * a.col_stride];
         for r in 0..m {
             let (p, i) = (r / MR, r % MR);
-            let panel = &mut data[p * pairs * MR..][..pairs * MR];
+            let panel = &mut self.data[p * pairs * MR..][..pairs * MR];
             for q in 0..pairs {
                 let hi = if 2 * q + 1 < k { at(r, 2 * q + 1) } else { 0.0 };
                 panel[q * MR + i] = pair(at(r, 2 * q), hi);
             }
-        }
-        Self {
-            data,
-            rows: m,
-            cols: k,
-            pairs,
         }
     }
 
@@ -173,6 +206,45 @@ impl PackedColumns {
             cols: self.cols,
             pairs: self.pairs,
             _data: std::marker::PhantomData,
+        }
+    }
+
+    /// Packs the `k × n` operand given by its transpose `t` (`n × k`, rows contiguous): column
+    /// `j` of the operand is row `j` of `t`. Eight columns by sixteen values of `k` at a time
+    /// (CPUs with AVX-512 BF16 only: it panics elsewhere).
+    pub fn pack_transposed(&mut self, t: &MatRef<'_>) {
+        assert!(native_bf16(), "bf16 packing on a CPU without AVX-512 BF16");
+        assert!(
+            t.col_stride == 1 && t.in_bounds(),
+            "bf16 packing: a transposed operand with contiguous rows, inside its data"
+        );
+        let (n, k) = (t.rows, t.cols);
+        self.reset(k, n);
+        if n == 0 || k == 0 {
+            return;
+        }
+        let pairs = self.pairs;
+        for panel in 0..n.div_ceil(NR) {
+            // Columns past `n` in the last panel are never stored (the products mask them).
+            for eight in (0..NR).step_by(8).take_while(|e| panel * NR + e < n) {
+                for first in (0..k).step_by(16) {
+                    let width = (k - first).min(16);
+                    let rows: [Option<&[f32]>; 8] = std::array::from_fn(|i| {
+                        let j = panel * NR + eight + i;
+                        (j < n).then(|| &t.data[t.offset + j * t.row_stride + first..][..width])
+                    });
+                    let at = (panel * pairs + first / 2) * NR + eight;
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the features are present (asserted); the block's pairs lie inside
+                    // this panel, NR words apart, at its columns `eight .. eight + 8`.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::pack_pair_block(&rows, &mut self.data[at..], NR)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (rows, at);
+                }
+            }
         }
     }
 
@@ -332,6 +404,72 @@ pub(super) mod avx512 {
                 let h = hi.map_or(_mm512_setzero_ps(), load);
                 _mm512_storeu_si512(dst.as_mut_ptr().add(half * 16).cast(), pair_vectors(l, h));
             }
+        }
+    }
+
+    /// Packs a block of eight rows (`None`: a zero row) of one length `len` ≤ 16 as `⌈len/2⌉`
+    /// pairs: `dst[q·stride + i] = pair(row_i[2q], row_i[2q + 1])`, zero past `len`. Each row's
+    /// values become its own words in place, then an 8 × 8 transpose of 32-bit words turns "a
+    /// row's pairs" into "a pair's rows".
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and BF16 present.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2")]
+    pub(super) unsafe fn pack_pair_block(
+        rows: &[Option<&[f32]>; 8],
+        dst: &mut [u32],
+        stride: usize,
+    ) {
+        let len = rows.iter().flatten().map(|r| r.len()).next().unwrap_or(0);
+        assert!(len <= 16 && rows.iter().flatten().all(|r| r.len() == len));
+        let pairs = len.div_ceil(2);
+        if pairs == 0 {
+            return;
+        }
+        assert!(
+            dst.len() >= (pairs - 1) * stride + 8,
+            "bf16 packing: a block outside its panel"
+        );
+        let mask = ((1u32 << len) - 1) as __mmask16;
+        let words: [__m256i; 8] = rows.map(|row| match row {
+            // SAFETY: the mask reads the row's `len` values; a bit-for-bit reinterpretation of
+            // 16 bf16 lanes as 8 words.
+            Some(row) => unsafe {
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(
+                    mask,
+                    row.as_ptr(),
+                )))
+            },
+            None => _mm256_setzero_si256(),
+        });
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = words;
+        let (t0, t1) = (_mm256_unpacklo_epi32(w0, w1), _mm256_unpackhi_epi32(w0, w1));
+        let (t2, t3) = (_mm256_unpacklo_epi32(w2, w3), _mm256_unpackhi_epi32(w2, w3));
+        let (t4, t5) = (_mm256_unpacklo_epi32(w4, w5), _mm256_unpackhi_epi32(w4, w5));
+        let (t6, t7) = (_mm256_unpacklo_epi32(w6, w7), _mm256_unpackhi_epi32(w6, w7));
+        // `u[q]`: pair q of rows 0..4 in its low 128 bits, pair q + 4 in its high ones; `v[q]`
+        // the same of rows 4..8.
+        let u = [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ];
+        let v = [
+            _mm256_unpacklo_epi64(t4, t6),
+            _mm256_unpackhi_epi64(t4, t6),
+            _mm256_unpacklo_epi64(t5, t7),
+            _mm256_unpackhi_epi64(t5, t7),
+        ];
+        for q in 0..pairs {
+            let out = if q < 4 {
+                _mm256_permute2x128_si256::<0x20>(u[q], v[q])
+            } else {
+                _mm256_permute2x128_si256::<0x31>(u[q - 4], v[q - 4])
+            };
+            // SAFETY: eight words at `q·stride` (asserted above).
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(q * stride).cast(), out) };
         }
     }
 
@@ -556,6 +694,108 @@ mod tests {
             };
         }
         columns
+    }
+
+    /// A deterministic sequence in [-1, 1).
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)] // says why it checked nothing
+    fn block_packing_equals_value_by_value_packing() {
+        if !native_bf16() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        // Partial panels, odd k, k past one 16-value block, a row stride wider than k.
+        let mut reused = PackedWeights::default();
+        for &(m, k, stride) in &[
+            (1, 1, 1),
+            (9, 5, 7),
+            (16, 33, 40),
+            (13, 70, 70),
+            (3, 17, 17),
+        ] {
+            let data = values(m * stride + 3, (m * k) as u64);
+            let rows = MatRef {
+                data: &data,
+                offset: 3,
+                rows: m,
+                cols: k,
+                row_stride: stride,
+                col_stride: 1,
+            };
+            // The same matrix stored column by column takes the value-by-value path.
+            let mut by_column = vec![0f32; m * k];
+            for r in 0..m {
+                for c in 0..k {
+                    by_column[c * m + r] = data[3 + r * stride + c];
+                }
+            }
+            let columns = MatRef {
+                data: &by_column,
+                offset: 0,
+                rows: m,
+                cols: k,
+                row_stride: 1,
+                col_stride: m,
+            };
+            let want = PackedWeights::pack(&columns);
+            // Packed into a buffer a larger operand used before: no stale words.
+            reused.repack(&rows);
+            assert_eq!(reused.data, want.data, "{m}×{k}");
+            assert_eq!(
+                (reused.rows, reused.cols, reused.pairs),
+                (m, k, k.div_ceil(2))
+            );
+        }
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)] // says why it checked nothing
+    fn transposed_packing_equals_pair_by_pair_packing() {
+        if !native_bf16() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        for &(k, n) in &[(1, 1), (5, 9), (33, 32), (70, 41), (16, 100)] {
+            // `t` is `n × k` with a row stride of k + 2.
+            let stride = k + 2;
+            let t = values(n * stride, (k * n) as u64 + 1);
+            let mut b = vec![0f32; k * n];
+            for j in 0..n {
+                for kk in 0..k {
+                    b[kk * n + j] = t[j * stride + kk];
+                }
+            }
+            let want = packed_columns(&b, k, n);
+            let mut got = PackedColumns::default();
+            got.pack_transposed(&MatRef {
+                data: &t,
+                offset: 0,
+                rows: n,
+                cols: k,
+                row_stride: stride,
+                col_stride: 1,
+            });
+            assert_eq!((got.rows, got.cols, got.pairs), (k, n, k.div_ceil(2)));
+            // Every word of a column inside `n` (the last panel's others are never read).
+            for (i, (g, w)) in got.words().iter().zip(want.words()).enumerate() {
+                let column = (i / (got.pairs * NR)) * NR + i % NR;
+                if column < n {
+                    assert_eq!(g, w, "{k}×{n}: word {i} (column {column})");
+                }
+            }
+        }
     }
 
     #[test]

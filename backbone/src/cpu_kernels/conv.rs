@@ -561,12 +561,22 @@ fn transposed_kernel(w: &[f32], g: &ConvGeometry) -> (Vec<f32>, ConvGeometry) {
 }
 
 /// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch: by Winograd's
-/// transforms for the 3×3 kernels it applies to, else im2col products. Either way the sum runs
-/// in a fixed order, so the result does not depend on thread timing (im2col: a fixed number of
-/// contiguous chunks of tiles, reduced in order).
-pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mut [f32]) {
+/// transforms for the 3×3 kernels it applies to, else im2col products, multiplying as
+/// `products` asks ([`Products::Bf16`]: the output gradient and the image columns rounded to
+/// bf16, sums in f32; CPUs with AVX-512 BF16 only). Either way the sum runs in a fixed order, so
+/// the result does not depend on thread timing (im2col: a fixed number of contiguous chunks of
+/// tiles, reduced in order).
+pub fn conv_backward_weight(
+    x: &[f32],
+    g_out: &[f32],
+    g: &ConvGeometry,
+    products: Products,
+    g_w: &mut [f32],
+) {
     let (hw, patch, o) = (g.pixels(), g.patch(), g.out_channels);
     assert_eq!(g_w.len(), o * patch);
+    assert_eq!(x.len(), g.batch * g.in_channels * hw);
+    assert_eq!(g_out.len(), g.batch * o * hw);
     if winograd::applies_to_weight_gradient(g) {
         winograd::conv_backward_weight_winograd(x, g_out, g, g_w);
         return;
@@ -579,23 +589,37 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
             let mut acc = vec![0.0f32; o * patch];
             let lo = c * tiles.len() / chunks;
             let hi = (c + 1) * tiles.len() / chunks;
-            let dst = MatMut {
-                base: acc.as_mut_ptr(),
-                len: acc.len(),
-                offset: 0,
-                rows: o,
-                cols: patch,
-                row_stride: patch,
-            };
             for tile in &tiles[lo..hi] {
                 let n = tile.columns(g);
                 let per_image = tile.image_pixels(g);
                 with_thread_scratch(&COLUMNS, |col| {
                     with_thread_scratch(&PRODUCT, |grad| {
-                        let col = scratch(col, patch * n);
-                        im2col(x, g, tile, col, false);
+                        // The tile's image columns as a `patch × n` block: the input planes
+                        // themselves for a 1×1 kernel on one image, else built by im2col.
+                        let columns = if g.kernel == 1 && tile.images == 1 {
+                            MatRef {
+                                data: x,
+                                offset: tile.first_image * g.in_channels * hw
+                                    + tile.first_row * g.width,
+                                rows: patch,
+                                cols: n,
+                                row_stride: hw,
+                                col_stride: 1,
+                            }
+                        } else {
+                            let col = scratch(col, patch * n);
+                            im2col(x, g, tile, col, false);
+                            MatRef {
+                                data: col,
+                                offset: 0,
+                                rows: patch,
+                                cols: n,
+                                row_stride: n,
+                                col_stride: 1,
+                            }
+                        };
                         // The tile's output gradient as an `O × n` block.
-                        let lhs = if tile.images == 1 {
+                        let gradient = if tile.images == 1 {
                             MatRef {
                                 data: g_out,
                                 offset: tile.first_image * o * hw + tile.first_row * g.width,
@@ -622,19 +646,26 @@ pub fn conv_backward_weight(x: &[f32], g_out: &[f32], g: &ConvGeometry, g_w: &mu
                                 col_stride: 1,
                             }
                         };
-                        let rhs = MatRef {
-                            data: col,
-                            offset: 0,
-                            rows: n,
-                            cols: patch,
-                            row_stride: 1,
-                            col_stride: n,
-                        };
-                        // SAFETY: `acc` belongs to this chunk alone.
-                        #[allow(unsafe_code)]
-                        unsafe {
-                            sgemm(dst, lhs, rhs, true, 1)
-                        };
+                        match products {
+                            Products::F32 => {
+                                let dst = MatMut::row_major(&mut acc, o, patch);
+                                let rhs = MatRef {
+                                    rows: n,
+                                    cols: patch,
+                                    row_stride: columns.col_stride,
+                                    col_stride: columns.row_stride,
+                                    ..columns
+                                };
+                                // SAFETY: `acc` belongs to this chunk alone.
+                                #[allow(unsafe_code)]
+                                unsafe {
+                                    sgemm(dst, gradient, rhs, true, 1)
+                                };
+                            }
+                            Products::Bf16 => {
+                                conv_bf16::accumulate_weight_gradient(&mut acc, &gradient, &columns)
+                            }
+                        }
                     });
                 });
             }

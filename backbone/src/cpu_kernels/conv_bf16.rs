@@ -10,14 +10,48 @@ use rayon::prelude::*;
 
 use super::bf16_gemm::{PackedColumns, PackedWeights, PostOp, gemm_bf16};
 use super::conv::{
-    ConvGeometry, PRODUCT, SendPtr, Tile, for_each_tile, im2col_row, plan, scatter_images, scratch,
+    ConvGeometry, Epilogue, PRODUCT, SendPtr, Tile, for_each_tile, im2col_row, plan,
+    scatter_images, scratch,
 };
-use super::sgemm::{MatMut, in_row_blocks};
+use super::sgemm::{MatMut, MatRef, in_row_blocks};
 use super::thread_scratch::with_thread_scratch;
 
 thread_local! {
     /// The tile being multiplied, packed (kept between tiles and layers; grows only).
     static PACKED_TILE: Cell<PackedColumns> = Cell::new(PackedColumns::default());
+    /// A weight gradient's tile operands, packed, and their product.
+    static GRADIENT_TILE: Cell<(PackedWeights, PackedColumns, Vec<f32>)> =
+        Cell::new(Default::default());
+}
+
+/// `acc += gradient · columnsᵀ` with bf16 operands and f32 sums: one tile's share of a weight
+/// gradient, `gradient` the output gradient `O × n` and `columns` the image columns `P × n`
+/// (rows contiguous in both), `acc` `O × P` row-major. Both are rounded to bf16 as they are
+/// packed, pairs of pixels per word. Single-threaded.
+pub(super) fn accumulate_weight_gradient(
+    acc: &mut [f32],
+    gradient: &MatRef<'_>,
+    columns: &MatRef<'_>,
+) {
+    let (o, p) = (gradient.rows, columns.rows);
+    assert!(gradient.cols == columns.cols && acc.len() == o * p);
+    with_thread_scratch(&GRADIENT_TILE, |(lhs, rhs, product)| {
+        lhs.repack(gradient);
+        rhs.pack_transposed(columns);
+        let product = scratch(product, o * p);
+        let identity = PostOp {
+            bias: None,
+            epilogue: Epilogue::Identity,
+        };
+        // SAFETY: the product is this thread's scratch block.
+        #[allow(unsafe_code)]
+        unsafe {
+            gemm_bf16(MatMut::row_major(product, o, p), lhs, 0, rhs, identity)
+        };
+        for (a, v) in acc.iter_mut().zip(product.iter()) {
+            *a += v;
+        }
+    });
 }
 
 /// `out = act(conv(x, w) + bias)` with bf16 products: `x` `(B, I, H, W)`, `w` the `(O, I·k²)`

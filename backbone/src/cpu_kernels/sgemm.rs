@@ -20,7 +20,7 @@ pub struct MatRef<'a> {
 
 impl MatRef<'_> {
     /// Whether every element lies inside `data`.
-    fn in_bounds(&self) -> bool {
+    pub(super) fn in_bounds(&self) -> bool {
         self.rows == 0
             || self.cols == 0
             || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride

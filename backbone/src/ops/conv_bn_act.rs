@@ -40,8 +40,8 @@ pub(crate) struct ConvBnActOp {
     pub act: Epilogue,
     /// Variance epsilon.
     pub eps: f32,
-    /// How the convolution and its input gradient multiply (bf16 under CPU mixed precision);
-    /// the weight gradient and the batch norm stay f32.
+    /// How the convolution and both its gradients multiply (bf16 under CPU mixed precision;
+    /// Winograd's products and the batch norm stay f32).
     pub products: Products,
     /// Filled by the forward pass; read by the backward pass and for the running statistics.
     pub saved: SharedConvBnAct,
@@ -191,7 +191,7 @@ impl CustomOp3 for ConvBnActGradOp {
         let mut packed = zeroed_with_spare(x.len() + w.len(), daffine.len());
         let (dx, dw) = packed.split_at_mut(x.len());
         conv_backward_input(dz, w, &g, self.products, dx);
-        conv_backward_weight(x, dz, &g, dw);
+        conv_backward_weight(x, dz, &g, self.products, dw);
         packed.extend_from_slice(daffine);
         let n = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(n)))

@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use crate::cpu_kernels::{
     ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
 };
-use crate::cpu_kernels::{PreparedKernel, zeroed};
+use crate::cpu_kernels::{PreparedKernel, Products, zeroed};
 use crate::cpu_kernels::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
@@ -182,6 +182,7 @@ impl CustomOp2 for ConvGradWeightOp {
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv gradient")?,
             &g,
+            Products::F32,
             &mut out,
         );
         Ok((CpuStorage::F32(out), self.weight_shape.clone()))
