@@ -64,12 +64,24 @@ impl ConvGeometry {
         }
     }
 
-    /// The tiles covering the batch, in order.
-    fn tiles(&self) -> Vec<Tile> {
+    /// The tiles covering the batch, in order. Images at least a tile large are cut into bands
+    /// of rows of (nearly) one height; while there are few bands, as many per image as make
+    /// their total a multiple of `threads`, so that the pool's threads get equal shares (four
+    /// bands of 9, 9, 9 and 1 rows would leave one thread 18 rows, the other 10).
+    fn tiles(&self, threads: usize) -> Vec<Tile> {
         let hw = self.pixels();
         let tile_pixels = tile_pixels();
         if hw >= tile_pixels {
-            let rows_per_tile = (tile_pixels / self.width.max(1)).max(1);
+            let mut bands = self
+                .height
+                .div_ceil((tile_pixels / self.width.max(1)).max(1));
+            let threads = threads.max(1);
+            if self.batch * bands < 8 * threads {
+                while !(self.batch * bands).is_multiple_of(threads) && bands < self.height {
+                    bands += 1;
+                }
+            }
+            let rows_per_tile = self.height.div_ceil(bands);
             (0..self.batch)
                 .flat_map(|b| {
                     (0..self.height).step_by(rows_per_tile).map(move |y| Tile {
@@ -234,8 +246,8 @@ pub(super) fn im2col_row(x: &[f32], g: &ConvGeometry, tile: &Tile, r: usize, row
 /// Work items (the tiles), and how many threads each product may use itself (all of them when
 /// there are too few tiles to keep the pool busy).
 pub(super) fn plan(g: &ConvGeometry) -> (Vec<Tile>, usize) {
-    let tiles = g.tiles();
     let threads = rayon::current_num_threads();
+    let tiles = g.tiles(threads);
     let inner = if tiles.len() >= 2 * threads {
         1
     } else {
@@ -699,3 +711,61 @@ impl SendPtr {
 unsafe impl Send for SendPtr {}
 #[allow(unsafe_code)]
 unsafe impl Sync for SendPtr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(batch: usize, height: usize, width: usize) -> ConvGeometry {
+        ConvGeometry {
+            batch,
+            in_channels: 4,
+            out_channels: 4,
+            height,
+            width,
+            kernel: 1,
+        }
+    }
+
+    #[test]
+    fn tiles_cover_every_row_once_in_order() {
+        for (batch, height, width) in [(1, 28, 28), (3, 56, 56), (1, 7, 7), (5, 9, 300), (2, 1, 1)]
+        {
+            for threads in [1, 2, 3, 16] {
+                let g = geometry(batch, height, width);
+                let mut next = (0, 0);
+                for tile in g.tiles(threads) {
+                    assert_eq!((tile.first_image, tile.first_row), next, "{g:?} {threads}");
+                    assert!(tile.rows > 0 && tile.first_row + tile.rows <= height);
+                    next = if tile.first_row + tile.rows == height {
+                        (tile.first_image + tile.images, 0)
+                    } else {
+                        assert_eq!(tile.images, 1);
+                        (tile.first_image, tile.first_row + tile.rows)
+                    };
+                }
+                assert_eq!(next, (batch, 0), "{g:?} {threads}: every image covered");
+            }
+        }
+    }
+
+    #[test]
+    fn few_bands_are_shared_equally_by_the_threads() {
+        // One 28 × 28 image in bands of at most ⌊256/28⌋ = 9 rows (with a 1 MiB L2) would be
+        // 9, 9, 9, 1: four bands of 7 instead.
+        let g = geometry(1, 28, 28);
+        let rows = |threads| -> Vec<usize> { g.tiles(threads).iter().map(|t| t.rows).collect() };
+        if tile_pixels() == 256 {
+            assert_eq!(rows(2), [7, 7, 7, 7]);
+            assert_eq!(rows(3).len() % 3, 0);
+        }
+        for threads in [2, 3, 4] {
+            // A multiple of the threads, all of one height but a last one at least half as high.
+            let bands = rows(threads);
+            assert!(bands.len().is_multiple_of(threads), "{threads}: {bands:?}");
+            let (last, rest) = bands.split_last().unwrap();
+            assert!(rest.iter().all(|&r| r == bands[0]), "{threads}: {bands:?}");
+            assert!(2 * last >= bands[0], "{threads}: {bands:?}");
+        }
+    }
+}
