@@ -84,8 +84,9 @@ impl PackedWeights {
     }
 
     /// Packs `a` into this operand's buffer (kept and grown, for operands packed on every call):
-    /// eight rows by sixteen columns at a time where rows are contiguous and the CPU has the
-    /// features, else value by value.
+    /// where the CPU has the features, eight rows by sixteen columns at a time if rows are
+    /// contiguous, a pair of columns' eight rows at a time if columns are (a transposed view,
+    /// such as a 1×1 kernel read as the kernel of its input gradient); else value by value.
     pub fn repack(&mut self, a: &MatRef<'_>) {
         assert!(
             a.in_bounds(),
@@ -115,6 +116,23 @@ impl PackedWeights {
                     #[allow(unsafe_code)]
                     unsafe {
                         avx512::pack_pair_block(&rows, &mut self.data[at..], MR)
+                    };
+                }
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if a.row_stride == 1 && native_bf16() {
+            for (p, panel) in self.data.chunks_exact_mut(pairs * MR).enumerate() {
+                let rows = MR.min(m - p * MR);
+                let column = |c: usize| &a.data[a.offset + p * MR + c * a.col_stride..][..rows];
+                for (q, words) in panel.chunks_exact_mut(MR).enumerate() {
+                    let hi = (2 * q + 1 < k).then(|| column(2 * q + 1));
+                    // SAFETY: the features are present; `words` holds MR words, the columns'
+                    // slices `rows` ≤ 8 values.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::pair_eight(column(2 * q), hi, words)
                     };
                 }
             }
@@ -473,6 +491,25 @@ pub(super) mod avx512 {
         }
     }
 
+    /// `dst[i] = pair(lo[i], hi[i])` for eight words, zero past `lo`'s length (`hi = None`:
+    /// zeros).
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and BF16 present.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pair_eight(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+        assert!(lo.len() <= 8 && hi.is_none_or(|h| h.len() == lo.len()) && dst.len() >= 8);
+        let mask = ((1u32 << lo.len()) - 1) as __mmask16;
+        // SAFETY: the masks read each slice's values; eight words are written (asserted).
+        unsafe {
+            let load = |v: &[f32]| _mm512_maskz_loadu_ps(mask, v.as_ptr());
+            let l = load(lo);
+            let h = hi.map_or(_mm512_setzero_ps(), load);
+            _mm512_mask_storeu_epi32(dst.as_mut_ptr().cast(), 0x00ff, pair_vectors(l, h));
+        }
+    }
+
     /// Sixteen columns' pairs: word `i` holds `lo[i]` rounded to bf16 (nearest even, NaN kept)
     /// in its low half and `hi[i]` in its high half.
     #[allow(unsafe_code)]
@@ -711,7 +748,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::print_stderr)] // says why it checked nothing
-    fn block_packing_equals_value_by_value_packing() {
+    fn packing_by_rows_or_by_columns_follows_the_layout() {
         if !native_bf16() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
@@ -726,6 +763,20 @@ mod tests {
             (3, 17, 17),
         ] {
             let data = values(m * stride + 3, (m * k) as u64);
+            let value = |r: usize, c: usize| data[3 + r * stride + c];
+            // The layout by its definition: panel p, pair q, row i.
+            let pairs = k.div_ceil(2);
+            let mut want = vec![0u32; m.div_ceil(MR) * pairs * MR];
+            for r in 0..m {
+                for q in 0..pairs {
+                    let hi = if 2 * q + 1 < k {
+                        value(r, 2 * q + 1)
+                    } else {
+                        0.0
+                    };
+                    want[(r / MR * pairs + q) * MR + r % MR] = pair(value(r, 2 * q), hi);
+                }
+            }
             let rows = MatRef {
                 data: &data,
                 offset: 3,
@@ -734,11 +785,15 @@ mod tests {
                 row_stride: stride,
                 col_stride: 1,
             };
-            // The same matrix stored column by column takes the value-by-value path.
+            // Packed into a buffer a larger operand used before: no stale words.
+            reused.repack(&rows);
+            assert_eq!(reused.data, want, "{m}×{k} by rows");
+            assert_eq!((reused.rows, reused.cols, reused.pairs), (m, k, pairs));
+            // The same matrix stored column by column (a transposed view).
             let mut by_column = vec![0f32; m * k];
             for r in 0..m {
                 for c in 0..k {
-                    by_column[c * m + r] = data[3 + r * stride + c];
+                    by_column[c * m + r] = value(r, c);
                 }
             }
             let columns = MatRef {
@@ -749,13 +804,10 @@ mod tests {
                 row_stride: 1,
                 col_stride: m,
             };
-            let want = PackedWeights::pack(&columns);
-            // Packed into a buffer a larger operand used before: no stale words.
-            reused.repack(&rows);
-            assert_eq!(reused.data, want.data, "{m}×{k}");
             assert_eq!(
-                (reused.rows, reused.cols, reused.pairs),
-                (m, k, k.div_ceil(2))
+                PackedWeights::pack(&columns).data,
+                want,
+                "{m}×{k} by columns"
             );
         }
     }

@@ -12,7 +12,7 @@ use super::conv_bf16;
 use super::sgemm::{MatMut, MatRef, Products, sgemm};
 use super::simd::{map_in_place, map1, zeroed};
 use super::thread_scratch::with_thread_scratch;
-use super::winograd::{self, WinogradKernel};
+use super::winograd::{self, WinogradKernel, WinogradWeights};
 
 /// Output pixels per tile: rounded to whole rows of one image, or to whole images when an image
 /// is smaller (then several images share one matrix product, which small maps need to keep the
@@ -505,7 +505,10 @@ pub(super) unsafe fn scatter_images(
 
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
 /// `(B, O, H, W)` and `w` `(O, I, k, k)`, multiplying as `products` asks
-/// ([`PreparedKernel::per_call`]): 3×3 kernels take Winograd's products where they apply.
+/// ([`PreparedKernel::per_call`]): the convolution of `g_out` with `w` turned by 180° and its
+/// channel axes swapped. Winograd's kernel transform (3×3 on the maps it takes) and the bf16
+/// packing of a 1×1 kernel read `w` in that order directly; other paths first make the turned
+/// copy.
 pub fn conv_backward_input(
     g_out: &[f32],
     w: &[f32],
@@ -513,22 +516,64 @@ pub fn conv_backward_input(
     products: Products,
     g_in: &mut [f32],
 ) {
-    let (flipped, swapped) = transposed_kernel(w, g);
-    assert_eq!(g_in.len(), g.batch * g.in_channels * g.pixels());
-    let prepared = PreparedKernel::per_call(&flipped, &swapped, products);
-    // SAFETY: `g_in` is an exclusive, initialised region of the right length.
-    #[allow(unsafe_code)]
-    unsafe {
-        conv_forward_raw(
-            g_out,
-            &flipped,
-            None,
-            Epilogue::Identity,
-            &swapped,
-            Some(&prepared),
-            g_in.as_mut_ptr(),
-        )
+    let (i, o) = (g.in_channels, g.out_channels);
+    assert_eq!(g_in.len(), g.batch * i * g.pixels());
+    assert_eq!(w.len(), o * g.patch());
+    let swapped = ConvGeometry {
+        in_channels: o,
+        out_channels: i,
+        ..*g
     };
+    let out = g_in.as_mut_ptr();
+    if g.kernel == 3 && winograd::applies(&swapped) {
+        // Winograd's products are f32 ones whatever `products` asks (as in `per_call`).
+        let u = WinogradWeights::for_input_gradient(w, i, o);
+        let post = PostOp {
+            bias: None,
+            epilogue: Epilogue::Identity,
+        };
+        // SAFETY: `g_in` is an exclusive region of `B·I·H·W` values; `applies` holds.
+        #[allow(unsafe_code)]
+        unsafe {
+            winograd::conv_forward_winograd(g_out, &u, post, &swapped, out)
+        };
+        return;
+    }
+    let run = |kernel: &[f32], prepared: &PreparedKernel| {
+        // SAFETY: `g_in` is an exclusive, initialised region of the right length; `kernel` has
+        // the length of the swapped geometry's kernel.
+        #[allow(unsafe_code)]
+        unsafe {
+            conv_forward_raw(
+                g_out,
+                kernel,
+                None,
+                Epilogue::Identity,
+                &swapped,
+                Some(prepared),
+                out,
+            )
+        };
+    };
+    if g.kernel == 1 && products == Products::Bf16 {
+        // `wᵀ` (`I × O`) is `w` read by columns; its packed copy is all the products read (`w`
+        // itself has `wᵀ`'s length for the shape checks).
+        let packed = PackedWeights::pack(&MatRef {
+            data: w,
+            offset: 0,
+            rows: i,
+            cols: o,
+            row_stride: 1,
+            col_stride: i,
+        });
+        run(w, &PreparedKernel::Bf16(packed));
+    } else {
+        let (flipped, _) = transposed_kernel(w, g);
+        run(
+            &flipped,
+            &PreparedKernel::per_call(&flipped, &swapped, products),
+        );
+    }
 }
 
 /// [`conv_backward_input`] into a new vector.

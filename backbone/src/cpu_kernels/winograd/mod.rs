@@ -76,11 +76,51 @@ impl std::fmt::Debug for WinogradWeights {
     }
 }
 
+/// Where a Winograd kernel's 3×3 filters come from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Filters<'a> {
+    /// `w` `(K, C, 3, 3)`: filter `(k, c)` as it stands.
+    Direct(&'a [f32]),
+    /// A forward kernel `w` `(C, K, 3, 3)` whose input gradient this convolution computes:
+    /// filter `(k, c)` is `w[c][k]` turned by 180° (no transposed copy of `w` is made).
+    InputGradientOf(&'a [f32]),
+}
+
+impl Filters<'_> {
+    /// Filter `(k, c)` of a `K × C` kernel, row-major taps.
+    fn get(&self, k: usize, c: usize, k_out: usize, c_in: usize) -> [f32; 9] {
+        match self {
+            Filters::Direct(w) => w[(k * c_in + c) * 9..][..9].try_into().expect("nine taps"),
+            Filters::InputGradientOf(w) => {
+                let f = &w[(c * k_out + k) * 9..][..9];
+                std::array::from_fn(|tap| f[8 - tap])
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Filters::Direct(w) | Filters::InputGradientOf(w) => w.len(),
+        }
+    }
+}
+
 impl WinogradWeights {
     /// Transforms `w` `(K, C, 3, 3)`, contiguous: on AVX-512 sixteen kernels at a time in f32,
     /// panels in parallel (training transforms its kernels on every step); elsewhere one at a
     /// time in f64.
     pub fn new(w: &[f32], out_channels: usize, in_channels: usize) -> Self {
+        Self::transform(Filters::Direct(w), out_channels, in_channels)
+    }
+
+    /// The transformed kernel of the input gradient of the convolution whose kernel is `w`
+    /// `(C, K, 3, 3)` (this one's `C` its output channels, `K` its input ones): each filter
+    /// turned by 180°, the channel axes swapped, read straight from `w`.
+    pub(super) fn for_input_gradient(w: &[f32], out_channels: usize, in_channels: usize) -> Self {
+        Self::transform(Filters::InputGradientOf(w), out_channels, in_channels)
+    }
+
+    fn transform(w: Filters<'_>, out_channels: usize, in_channels: usize) -> Self {
         assert_eq!(
             w.len(),
             out_channels * in_channels * 9,
@@ -107,11 +147,13 @@ impl WinogradWeights {
                 in_channels,
             };
         }
-        for (kc, g) in w.chunks_exact(9).enumerate() {
-            let (k, c) = (kc / in_channels, kc % in_channels);
-            let at = (k / MR) * in_channels * MR + c * MR + k % MR;
-            for (xi, u) in transform_kernel(g).into_iter().enumerate() {
-                data[xi * per_xi + at] = u as f32;
+        for k in 0..out_channels {
+            for c in 0..in_channels {
+                let at = (k / MR) * in_channels * MR + c * MR + k % MR;
+                let filter = w.get(k, c, out_channels, in_channels);
+                for (xi, u) in transform_kernel(&filter).into_iter().enumerate() {
+                    data[xi * per_xi + at] = u as f32;
+                }
             }
         }
         Self {
@@ -449,7 +491,7 @@ unsafe fn run_block(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, LaneGroup, MR, PATCH, TILE, XI};
+    use super::{Filters, LANES, LaneGroup, MR, PATCH, TILE, XI};
     use crate::cpu_kernels::conv::{Epilogue, SendPtr};
 
     /// `Bᵀ` applied to six vectors (one column or row of a patch).
@@ -519,12 +561,12 @@ mod avx512 {
     /// `ξ`'s result is one contiguous store of the panel's layout.
     ///
     /// # Safety
-    /// AVX-512 F present; `w` is `K × C × 9`, with `K·C·9` within i32; `dst` holds `36·per_xi`
-    /// values of which this call alone writes panel `panel`'s.
+    /// AVX-512 F present; `w` holds `K × C` filters, with `K·C·9` within i32; `dst` holds
+    /// `36·per_xi` values of which this call alone writes panel `panel`'s.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transform_panel(
-        w: &[f32],
+        w: Filters<'_>,
         k_out: usize,
         c_in: usize,
         panel: usize,
@@ -535,9 +577,9 @@ mod avx512 {
         for c0 in (0..c_in).step_by(2) {
             // The nine taps of each lane's kernel, transposed through a small buffer (scalar
             // copies beat nine gathers): `taps[tap][lane]`, 0 for lanes past the last channels.
-            let kernels: [Option<&[f32]>; LANES] = std::array::from_fn(|lane| {
+            let kernels: [Option<[f32; 9]>; LANES] = std::array::from_fn(|lane| {
                 let (k, c) = (panel * MR + lane % MR, c0 + lane / MR);
-                (k < k_out && c < c_in).then(|| &w[(k * c_in + c) * 9..][..9])
+                (k < k_out && c < c_in).then(|| w.get(k, c, k_out, c_in))
             });
             let mut by_tap = [[0f32; LANES]; 9];
             for (tap, row) in by_tap.iter_mut().enumerate() {
@@ -836,6 +878,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_input_gradient_kernel_reads_the_forward_kernel_turned_and_swapped() {
+        // The forward kernel is C × K (13 × 5); its input gradient's is K × C, each filter
+        // turned by 180°: made explicitly, then transformed as any kernel.
+        let (k_out, c_in) = (5, 13);
+        let forward: Vec<f32> = (0..c_in * k_out * 9)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 13.0)
+            .collect();
+        let mut turned = vec![0f32; forward.len()];
+        for k in 0..k_out {
+            for c in 0..c_in {
+                for tap in 0..9 {
+                    turned[(k * c_in + c) * 9 + tap] = forward[(c * k_out + k) * 9 + 8 - tap];
+                }
+            }
+        }
+        let want = WinogradWeights::new(&turned, k_out, c_in);
+        let got = WinogradWeights::for_input_gradient(&forward, k_out, c_in);
+        assert_eq!(got.data, want.data);
     }
 
     #[test]
