@@ -127,26 +127,34 @@ impl WinogradWeights {
             "winograd: a {out_channels}×{in_channels}×3×3 kernel"
         );
         let per_xi = out_channels.div_ceil(MR) * in_channels * MR;
-        let mut data = vec![0f32; XI * per_xi];
         #[cfg(target_arch = "x86_64")]
         if winograd_available() && w.len() < i32::MAX as usize / 2 {
+            // Not filled first: the panels write every value (zeros for rows past `K`).
+            let mut data = Vec::with_capacity(XI * per_xi);
             let dst = SendPtr(data.as_mut_ptr());
             (0..out_channels.div_ceil(MR))
                 .into_par_iter()
                 .for_each(|panel| {
                     #[allow(unsafe_code)]
                     // SAFETY: AVX-512 F is present; each panel writes its own `C × 8` block of
-                    // every `ξ` (inside `data`, whose length is `36·per_xi`); offsets fit i32.
+                    // every `ξ` (inside the allocation of `36·per_xi` values); offsets fit i32.
                     unsafe {
                         avx512::transform_panel(w, out_channels, in_channels, panel, dst, per_xi)
                     }
                 });
+            // SAFETY: the panels, `⌈K/8⌉` blocks of `C × 8` per `ξ`, wrote all `36·per_xi`
+            // values (`transform_panel` stores every lane of its blocks, zeros included).
+            #[allow(unsafe_code)]
+            unsafe {
+                data.set_len(XI * per_xi)
+            };
             return Self {
                 data,
                 out_channels,
                 in_channels,
             };
         }
+        let mut data = vec![0f32; XI * per_xi];
         for k in 0..out_channels {
             for c in 0..in_channels {
                 let at = (k / MR) * in_channels * MR + c * MR + k % MR;
