@@ -353,26 +353,15 @@ fn blur_gradient_of_the_kernel_equals_autograd_of_the_tensor_path() {
 fn away_from_the_kink(shape: &[usize; 4], offset: f64, gamma: &Var, beta: &Var) -> Tensor {
     let c = shape[1];
     let per_channel = |t: &Var| f64(t.as_tensor()).reshape((1, c, 1, 1)).unwrap();
+    let over_batch_and_plane = |t: &Tensor| {
+        let by_channel = t.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap();
+        by_channel.mean_keepdim(3).unwrap()
+    };
     loop {
         let x = (rand(shape) + offset).unwrap();
         let x64 = f64(&x);
-        let mean = x64
-            .mean_keepdim(0)
-            .unwrap()
-            .mean_keepdim(2)
-            .unwrap()
-            .mean_keepdim(3)
-            .unwrap();
-        let centred = x64.broadcast_sub(&mean).unwrap();
-        let var = centred
-            .sqr()
-            .unwrap()
-            .mean_keepdim(0)
-            .unwrap()
-            .mean_keepdim(2)
-            .unwrap()
-            .mean_keepdim(3)
-            .unwrap();
+        let centred = x64.broadcast_sub(&over_batch_and_plane(&x64)).unwrap();
+        let var = over_batch_and_plane(&centred.sqr().unwrap());
         let z = centred
             .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
             .unwrap()

@@ -653,38 +653,19 @@ pub fn conv_backward_weight(
                     with_thread_scratch(&PRODUCT, |grad| {
                         // The tile's image columns as a `patch × n` block: the input planes
                         // themselves for a 1×1 kernel on one image, else built by im2col.
+                        let first_pixel = tile.first_row * g.width;
                         let columns = if g.kernel == 1 && tile.images == 1 {
-                            MatRef {
-                                data: x,
-                                offset: tile.first_image * g.in_channels * hw
-                                    + tile.first_row * g.width,
-                                rows: patch,
-                                cols: n,
-                                row_stride: hw,
-                                col_stride: 1,
-                            }
+                            let offset = tile.first_image * g.in_channels * hw + first_pixel;
+                            MatRef::with_rows(x, offset, patch, n, hw)
                         } else {
                             let col = scratch(col, patch * n);
                             im2col(x, g, tile, col, false);
-                            MatRef {
-                                data: col,
-                                offset: 0,
-                                rows: patch,
-                                cols: n,
-                                row_stride: n,
-                                col_stride: 1,
-                            }
+                            MatRef::with_rows(col, 0, patch, n, n)
                         };
                         // The tile's output gradient as an `O × n` block.
                         let gradient = if tile.images == 1 {
-                            MatRef {
-                                data: g_out,
-                                offset: tile.first_image * o * hw + tile.first_row * g.width,
-                                rows: o,
-                                cols: n,
-                                row_stride: hw,
-                                col_stride: 1,
-                            }
+                            let offset = tile.first_image * o * hw + first_pixel;
+                            MatRef::with_rows(g_out, offset, o, n, hw)
                         } else {
                             let grad = scratch(grad, o * n);
                             for j in 0..tile.images {
@@ -694,14 +675,7 @@ pub fn conv_backward_weight(
                                     );
                                 }
                             }
-                            MatRef {
-                                data: grad,
-                                offset: 0,
-                                rows: o,
-                                cols: n,
-                                row_stride: n,
-                                col_stride: 1,
-                            }
+                            MatRef::with_rows(grad, 0, o, n, n)
                         };
                         match products {
                             Products::F32 => {

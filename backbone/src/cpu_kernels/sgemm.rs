@@ -18,7 +18,25 @@ pub struct MatRef<'a> {
     pub col_stride: usize,
 }
 
-impl MatRef<'_> {
+impl<'a> MatRef<'a> {
+    /// A `rows × cols` view with contiguous rows `row_stride` apart, from element `offset`.
+    pub fn with_rows(
+        data: &'a [f32],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
+        Self {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
     /// Whether every element lies inside `data`.
     pub(super) fn in_bounds(&self) -> bool {
         self.rows == 0
