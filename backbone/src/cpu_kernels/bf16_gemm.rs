@@ -95,7 +95,8 @@ impl PackedWeights {
         let (m, k) = (a.rows, a.cols);
         let pairs = k.div_ceil(2);
         let panels = m.div_ceil(MR);
-        self.data.clear();
+        // Stale words from an earlier operand stay until overwritten: the vector paths write
+        // every word (zero rows and pairs included); the value-by-value path clears first.
         self.data.resize(panels * pairs * MR, 0);
         (self.rows, self.cols, self.pairs) = (m, k, pairs);
         if m == 0 || k == 0 {
@@ -111,9 +112,9 @@ impl PackedWeights {
                         (r < m).then(|| &a.data[a.offset + r * a.row_stride + first..][..width])
                     });
                     let at = (p * pairs + first / 2) * MR;
+                    #[allow(unsafe_code)]
                     // SAFETY: the features are present; the block's pairs (at most 8 from
                     // `first / 2`, those its values cover) lie inside panel `p`, MR words apart.
-                    #[allow(unsafe_code)]
                     unsafe {
                         avx512::pack_pair_block(&rows, &mut self.data[at..], MR)
                     };
@@ -128,9 +129,9 @@ impl PackedWeights {
                 let column = |c: usize| &a.data[a.offset + p * MR + c * a.col_stride..][..rows];
                 for (q, words) in panel.chunks_exact_mut(MR).enumerate() {
                     let hi = (2 * q + 1 < k).then(|| column(2 * q + 1));
+                    #[allow(unsafe_code)]
                     // SAFETY: the features are present; `words` holds MR words, the columns'
                     // slices `rows` ≤ 8 values.
-                    #[allow(unsafe_code)]
                     unsafe {
                         avx512::pair_eight(column(2 * q), hi, words)
                     };
@@ -138,6 +139,7 @@ impl PackedWeights {
             }
             return;
         }
+        self.data.fill(0);
         let at = |r: usize, c: usize| a.data[a.offset + r * a.row_stride + c * a.col_stride];
         for r in 0..m {
             let (p, i) = (r / MR, r % MR);
@@ -253,9 +255,9 @@ impl PackedColumns {
                     });
                     let at = (panel * pairs + first / 2) * NR + eight;
                     #[cfg(target_arch = "x86_64")]
+                    #[allow(unsafe_code)]
                     // SAFETY: the features are present (asserted); the block's pairs lie inside
                     // this panel, NR words apart, at its columns `eight .. eight + 8`.
-                    #[allow(unsafe_code)]
                     unsafe {
                         avx512::pack_pair_block(&rows, &mut self.data[at..], NR)
                     };

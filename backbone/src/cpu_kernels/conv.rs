@@ -313,10 +313,10 @@ pub fn conv_forward_new(
 ) -> Vec<f32> {
     let len = g.batch * g.out_channels * g.pixels();
     let mut out = Vec::with_capacity(len);
+    #[allow(unsafe_code)]
     // SAFETY: the allocation holds `len` values and belongs to this call; `conv_forward_raw`
     // writes all of them (its tiles cover every image, row and output channel) before anything
     // reads them, so the length can be set afterwards.
-    #[allow(unsafe_code)]
     unsafe {
         conv_forward_raw(x, w, bias, epilogue, g, prepared, out.as_mut_ptr());
         out.set_len(len);
@@ -406,8 +406,8 @@ unsafe fn conv_forward_raw(
                     row_stride: hw,
                     col_stride: 1,
                 };
-                // SAFETY: tiles cover disjoint pixels of `out`.
                 #[allow(unsafe_code)]
+                // SAFETY: tiles cover disjoint pixels of `out`.
                 unsafe {
                     sgemm(dst, lhs, rhs, false, inner)
                 };
@@ -423,8 +423,8 @@ unsafe fn conv_forward_raw(
                         row_stride: n,
                         col_stride: 1,
                     };
-                    // SAFETY: as above.
                     #[allow(unsafe_code)]
+                    // SAFETY: as above.
                     unsafe {
                         sgemm(dst, lhs, rhs, false, inner)
                     };
@@ -452,13 +452,13 @@ unsafe fn conv_forward_raw(
                         col_stride: 1,
                     };
                     let block = MatMut::row_major(product, o, n);
-                    // SAFETY: the scratch block belongs to this thread.
                     #[allow(unsafe_code)]
+                    // SAFETY: the scratch block belongs to this thread.
                     unsafe {
                         sgemm(block, lhs, rhs, false, inner)
                     };
-                    // SAFETY: this tile owns these images of `out`.
                     #[allow(unsafe_code)]
+                    // SAFETY: this tile owns these images of `out`.
                     unsafe {
                         scatter_images(product, g, tile, dst_base, |row, oc| finish(row, oc))
                     };
@@ -532,17 +532,17 @@ pub fn conv_backward_input(
             bias: None,
             epilogue: Epilogue::Identity,
         };
-        // SAFETY: `g_in` is an exclusive region of `B·I·H·W` values; `applies` holds.
         #[allow(unsafe_code)]
+        // SAFETY: `g_in` is an exclusive region of `B·I·H·W` values; `applies` holds.
         unsafe {
             winograd::conv_forward_winograd(g_out, &u, post, &swapped, out)
         };
         return;
     }
     let run = |kernel: &[f32], prepared: &PreparedKernel| {
+        #[allow(unsafe_code)]
         // SAFETY: `g_in` is an exclusive, initialised region of the right length; `kernel` has
         // the length of the swapped geometry's kernel.
-        #[allow(unsafe_code)]
         unsafe {
             conv_forward_raw(
                 g_out,
@@ -687,8 +687,8 @@ pub fn conv_backward_weight(
                                     col_stride: columns.row_stride,
                                     ..columns
                                 };
-                                // SAFETY: `acc` belongs to this chunk alone.
                                 #[allow(unsafe_code)]
+                                // SAFETY: `acc` belongs to this chunk alone.
                                 unsafe {
                                     sgemm(dst, gradient, rhs, true, 1)
                                 };

@@ -43,8 +43,8 @@ pub(super) fn accumulate_weight_gradient(
             bias: None,
             epilogue: Epilogue::Identity,
         };
-        // SAFETY: the product is this thread's scratch block.
         #[allow(unsafe_code)]
+        // SAFETY: the product is this thread's scratch block.
         unsafe {
             gemm_bf16(MatMut::row_major(product, o, p), lhs, 0, rhs, identity)
         };

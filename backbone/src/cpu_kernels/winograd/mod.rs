@@ -142,9 +142,9 @@ impl WinogradWeights {
                         avx512::transform_panel(w, out_channels, in_channels, panel, dst, per_xi)
                     }
                 });
+            #[allow(unsafe_code)]
             // SAFETY: the panels, `⌈K/8⌉` blocks of `C × 8` per `ξ`, wrote all `36·per_xi`
             // values (`transform_panel` stores every lane of its blocks, zeros included).
-            #[allow(unsafe_code)]
             unsafe {
                 data.set_len(XI * per_xi)
             };
