@@ -43,6 +43,7 @@ mod worker_pool;
 pub use build_options::BuildOptions;
 pub use config::{GlobalPool, TResNetConfig};
 pub use cpu_kernels::Products;
+pub use cpu_kernels::{PeakRates, peak_rates};
 pub use error::{Error, Result};
 pub use features::{FeatureInfo, FeatureMap, Features};
 pub use hub_config::HubConfig;

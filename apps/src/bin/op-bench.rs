@@ -54,6 +54,12 @@ struct Cli {
     /// Time our kernels only (for profiling them with perf).
     #[arg(long)]
     ours_only: bool,
+    /// First measure one core's peak multiply-add rate (AVX-512 FMA loop, and bf16 dot
+    /// products where the CPU has them), print it, and give each convolution's rate as a share
+    /// of the threads' peak in its precision (`ours_peak_share`; Winograd counts the direct
+    /// convolution's multiply-adds, so it can exceed 1).
+    #[arg(long)]
+    peak: bool,
 }
 
 /// What a case computes; every variant is one step of TResNet's forward or backward pass.
@@ -458,6 +464,30 @@ fn run(cli: Cli) -> Result<()> {
             }
         );
     }
+    // One core's multiply-adds per second in the precision the convolutions multiply in.
+    let peak_per_core = if cli.peak && !cli.list {
+        let Some(rates) = tresnet::peak_rates() else {
+            bail!("--peak: this CPU has no AVX-512, which the probe times");
+        };
+        let bf16 = rates.bf16_dot.map(|r| r / 1e9);
+        println!(
+            "{}",
+            json!({"peak_gmacs_per_core": {"f32_fma": rates.f32_fma / 1e9, "bf16_dot": bf16}})
+        );
+        eprintln!(
+            "op-bench: peak per core: f32 FMA {:.1} GMAC/s, bf16 dot {}",
+            rates.f32_fma / 1e9,
+            bf16.map_or("n/a".to_string(), |r| format!("{r:.1} GMAC/s"))
+        );
+        Some(if cpu_bf16 {
+            rates.bf16_dot.expect("native bf16 was checked above")
+        } else {
+            rates.f32_fma
+        })
+    } else {
+        None
+    };
+    let threads = rayon::current_num_threads() as f64;
     for case in &selected {
         let mut line = describe(case, cli.batch_size);
         if !cli.list {
@@ -504,6 +534,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(flop) = conv_flop(case, cli.batch_size) {
                 // Achieved GFLOP/s of the convolution (2 per multiply-add).
                 line["ours_gflops"] = json!(flop / (ours * 1e6));
+                if let Some(peak) = peak_per_core {
+                    // Two flops per multiply-add; `ours` in milliseconds.
+                    line["ours_peak_share"] = json!(flop / 2.0 / (ours * 1e-3) / (peak * threads));
+                }
                 if cpu_bf16 {
                     line["f32_ms"] = json!(candle);
                     line["f32_gflops"] = json!(flop / (candle * 1e6));

@@ -11,6 +11,7 @@ mod cache_size;
 mod conv;
 mod conv_bf16;
 mod fused;
+mod peak_rate;
 mod sgd;
 mod sgemm;
 mod simd;
@@ -28,6 +29,7 @@ pub use fused::{
     add_relu_forward, bn_act_backward, bn_act_forward, channel_scale_backward,
     channel_scale_forward, channel_stats, relu_mask_backward,
 };
+pub use peak_rate::{PeakRates, peak_rates};
 pub use sgd::{SgdSettings, momentum_update, param_update};
 pub use sgemm::Products;
 pub use simd::{zeroed, zeroed_with_spare};
