@@ -178,7 +178,10 @@ impl RuntimeFlags {
         if self.device != DeviceFlag::Cpu || self.dtype != DTypeFlag::Bf16 {
             return None;
         }
-        Some(if tresnet::native_cpu_bf16() {
+        Some(if tresnet::native_cpu_amx() {
+            "bf16 on the CPU: convolutions multiply bf16 operands on AMX tiles with f32 sums; \
+             activations stay f32 (--dtype f32 for f32 products; TRESNET_AMX=0 for AVX-512 BF16)"
+        } else if tresnet::native_cpu_bf16() {
             "bf16 on the CPU: convolutions multiply bf16 operands (AVX-512 BF16) with f32 sums; \
              activations stay f32 (--dtype f32 for f32 products)"
         } else {

@@ -49,7 +49,9 @@ pub use features::{FeatureInfo, FeatureMap, Features};
 pub use hub_config::HubConfig;
 pub use layout::Layout;
 pub use manifest::Manifest;
-pub use model::{MIN_INPUT_SIDE, ModelOutput, TResNet, native_cpu_bf16, native_cpu_winograd};
+pub use model::{
+    MIN_INPUT_SIDE, ModelOutput, TResNet, native_cpu_amx, native_cpu_bf16, native_cpu_winograd,
+};
 pub use stochastic_depth::StochasticDepth;
 pub use trainable::{BATCH_NORM_MOMENTUM, TrainableTResNet};
 pub use worker_pool::on_cpu_workers;

@@ -77,6 +77,12 @@ pub fn native_cpu_bf16() -> bool {
     native_bf16()
 }
 
+/// Whether this CPU's bf16 products run on AMX tiles (Intel Xeon from Sapphire Rapids on; off
+/// with `TRESNET_AMX=0`).
+pub fn native_cpu_amx() -> bool {
+    crate::cpu_kernels::amx_available()
+}
+
 /// Whether this CPU runs f32 3×3 convolutions by Winograd F(4×4, 3×3) (AVX-512), as CPU
 /// inference networks in f32 do on maps of at least 16 tiles of 4×4.
 pub fn native_cpu_winograd() -> bool {

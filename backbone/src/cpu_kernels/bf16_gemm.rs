@@ -7,9 +7,15 @@
 //! (`k × n`, image columns) into panels of [`NR`] columns; in both, each 32-bit word holds the
 //! bf16 values of two consecutive `k` (the lower one in the low half), as `vdpbf16ps` pairs them.
 //! An odd `k` is padded with a zero.
+//!
+//! On CPUs with AMX ([`Bf16Engine::Tiles`]) the weights are packed into 16 × 16-word tiles
+//! instead, and the image columns' pairs are padded with zeros to a multiple of 16, the depth of
+//! one tile; the products run on the tiles ([`super::amx`]).
 
 use std::sync::OnceLock;
 
+use super::aligned::AlignedWords;
+use super::amx::{TILE_PAIRS, TILE_ROWS, TILE_WORDS, amx_available};
 use super::conv::Epilogue;
 use super::sgemm::{MatMut, MatRef};
 
@@ -35,6 +41,30 @@ pub fn native_bf16() -> bool {
     })
 }
 
+/// Which instructions multiply the bf16 operands, and so how the operands are packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bf16Engine {
+    /// AVX-512 BF16's `vdpbf16ps`: weights in panels of [`MR`] rows, image columns in panels of
+    /// [`NR`].
+    #[default]
+    Vector,
+    /// AMX's `tdpbf16ps`: weights in tiles of 16 rows × 16 pairs, image columns in panels of
+    /// [`NR`] with their pairs padded to a multiple of 16.
+    Tiles,
+}
+
+impl Bf16Engine {
+    /// The fastest this CPU has: [`Self::Tiles`] where [`amx_available`], else
+    /// [`Self::Vector`].
+    pub fn best() -> Self {
+        if amx_available() {
+            Self::Tiles
+        } else {
+            Self::Vector
+        }
+    }
+}
+
 /// The bf16 nearest (ties to even) to `x`, as its bit pattern; NaN stays a (quiet) NaN.
 #[inline]
 pub fn bf16_bits(x: f32) -> u32 {
@@ -54,44 +84,73 @@ fn bf16_value(bits: u32) -> f32 {
 
 /// Two values of consecutive `k` in one word: `lo` in the low half.
 #[inline]
-fn pair(lo: f32, hi: f32) -> u32 {
+pub(super) fn pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) | (bf16_bits(hi) << 16)
 }
 
-/// A left operand (`m × k`, the weights) rounded to bf16 and packed into `MR`-row panels: for
-/// panel `p` and pair `q`, the words of rows `p·MR .. p·MR+MR` (rows past `m` are zero). Packed
-/// once per convolution and shared by all its tiles.
+/// A left operand (`m × k`, the weights) rounded to bf16 and packed for its engine. For
+/// [`Bf16Engine::Vector`], into `MR`-row panels: for panel `p` and pair `q`, the words of rows
+/// `p·MR .. p·MR+MR` (rows past `m` are zero). For [`Bf16Engine::Tiles`], into tiles of 16 rows
+/// × 16 pairs (row-major, 1 KiB), tile `(row block, pair block)` at `(row block · pair blocks +
+/// pair block) · 256` words (rows and pairs past the matrix are zero). Packed once per
+/// convolution and shared by all its tiles.
 #[derive(Default)]
 pub struct PackedWeights {
-    data: Vec<u32>,
+    data: AlignedWords,
     rows: usize,
     cols: usize,
+    /// Pairs per row in the layout (for tiles, padded to a multiple of 16).
     pairs: usize,
+    engine: Bf16Engine,
 }
 
 impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedWeights({}×{}, bf16)", self.rows, self.cols)
+        write!(
+            f,
+            "PackedWeights({}×{}, bf16, {:?})",
+            self.rows, self.cols, self.engine
+        )
     }
 }
 
 impl PackedWeights {
-    /// Packs `a`.
+    /// Packs `a` for [`Bf16Engine::best`].
     pub fn pack(a: &MatRef<'_>) -> Self {
+        Self::pack_for(a, Bf16Engine::best())
+    }
+
+    /// Packs `a` for `engine`.
+    pub fn pack_for(a: &MatRef<'_>, engine: Bf16Engine) -> Self {
         let mut packed = Self::default();
-        packed.repack(a);
+        packed.repack_for(a, engine);
         packed
     }
 
-    /// Packs `a` into this operand's buffer (kept and grown, for operands packed on every call):
-    /// where the CPU has the features, eight rows by sixteen columns at a time if rows are
-    /// contiguous, a pair of columns' eight rows at a time if columns are (a transposed view,
-    /// such as a 1×1 kernel read as the kernel of its input gradient); else value by value.
+    /// Packs `a` for [`Bf16Engine::best`] into this operand's buffer (kept and grown, for
+    /// operands packed on every call).
     pub fn repack(&mut self, a: &MatRef<'_>) {
+        self.repack_for(a, Bf16Engine::best());
+    }
+
+    /// Packs `a` for `engine` into this operand's buffer.
+    pub fn repack_for(&mut self, a: &MatRef<'_>, engine: Bf16Engine) {
         assert!(
             a.in_bounds(),
             "bf16 packing: the matrix lies outside its data"
         );
+        self.engine = engine;
+        match engine {
+            Bf16Engine::Vector => self.repack_panels(a),
+            Bf16Engine::Tiles => self.repack_tiles(a),
+        }
+    }
+
+    /// The [`Bf16Engine::Vector`] layout: where the CPU has the features, eight rows by sixteen
+    /// columns at a time if rows are contiguous, a pair of columns' eight rows at a time if
+    /// columns are (a transposed view, such as a 1×1 kernel read as the kernel of its input
+    /// gradient); else value by value.
+    fn repack_panels(&mut self, a: &MatRef<'_>) {
         let (m, k) = (a.rows, a.cols);
         let pairs = k.div_ceil(2);
         let panels = m.div_ceil(MR);
@@ -151,6 +210,51 @@ impl PackedWeights {
         }
     }
 
+    /// The [`Bf16Engine::Tiles`] layout, one tile row (32 values of `k`) at a time: converted
+    /// in two vectors where rows are contiguous and the CPU has the features, value by value
+    /// otherwise.
+    fn repack_tiles(&mut self, a: &MatRef<'_>) {
+        let (m, k) = (a.rows, a.cols);
+        let kblocks = k.div_ceil(2 * TILE_PAIRS);
+        let row_blocks = m.div_ceil(TILE_ROWS);
+        self.data.resize(row_blocks * kblocks * TILE_WORDS, 0);
+        (self.rows, self.cols, self.pairs) = (m, k, kblocks * TILE_PAIRS);
+        let at = |r: usize, c: usize| a.data[a.offset + r * a.row_stride + c * a.col_stride];
+        for r in 0..row_blocks * TILE_ROWS {
+            for kb in 0..kblocks {
+                let tile = (r / TILE_ROWS * kblocks + kb) * TILE_WORDS;
+                let words = &mut self.data[tile + r % TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS];
+                if r >= m {
+                    words.fill(0);
+                    continue;
+                }
+                let first = kb * 2 * TILE_PAIRS;
+                let width = (k - first).min(2 * TILE_PAIRS);
+                #[cfg(target_arch = "x86_64")]
+                if a.col_stride == 1 && native_bf16() {
+                    let values = &a.data[a.offset + r * a.row_stride + first..][..width];
+                    #[allow(unsafe_code)]
+                    // SAFETY: the features are present; `values` holds at most 32 values and
+                    // `words` 16 words.
+                    unsafe {
+                        avx512::pair_row(values, words)
+                    };
+                    continue;
+                }
+                for (q, word) in words.iter_mut().enumerate() {
+                    let c = first + 2 * q;
+                    *word = if c >= first + width {
+                        0
+                    } else if c + 1 < k {
+                        pair(at(r, c), at(r, c + 1))
+                    } else {
+                        pair(at(r, c), 0.0)
+                    };
+                }
+            }
+        }
+    }
+
     /// Rows (`m`).
     pub fn rows(&self) -> usize {
         self.rows
@@ -179,37 +283,63 @@ impl PackedWeights {
         })
     }
 
-    /// The panels from row `first` (a multiple of `MR`) on.
+    /// The panels (or tiles) from row `first` (a multiple of `MR`, or of 16 for tiles) on.
     fn panels_from(&self, first: usize) -> &[u32] {
+        let height = match self.engine {
+            Bf16Engine::Vector => MR,
+            Bf16Engine::Tiles => TILE_ROWS,
+        };
         assert!(
-            first.is_multiple_of(MR),
+            first.is_multiple_of(height),
             "bf16 gemm: row blocks start on a panel"
         );
-        &self.data[first / MR * self.pairs * MR..]
+        &self.data[first / height * self.pairs * height..]
     }
 }
 
 /// A right operand (`k × n`, a tile's image columns) rounded to bf16 and packed into
 /// `NR`-column panels: for panel `p` and pair `q`, the words of columns `p·NR .. p·NR+NR`
-/// (columns past `n` are zero), at `(p·pairs + q)·NR`. Filled pair by pair through a
-/// [`PairWriter`]; the buffer is kept between tiles and grows only.
+/// (columns past `n` are zero), at `(p·stride + q)·NR`, where `stride` is the number of pairs,
+/// for [`Bf16Engine::Tiles`] rounded up to a multiple of 16 (the pairs past `k` are zero).
+/// Filled pair by pair through a [`PairWriter`]; the buffer is kept between tiles and grows
+/// only.
 #[derive(Default)]
 pub struct PackedColumns {
-    data: Vec<u32>,
+    data: AlignedWords,
     rows: usize,
     cols: usize,
     pairs: usize,
+    /// Pairs per panel in the layout.
+    stride: usize,
+    engine: Bf16Engine,
 }
 
 impl PackedColumns {
-    /// Makes room for a `k × n` operand. Its words are stale until every pair has been written.
+    /// Makes room for a `k × n` operand packed for [`Bf16Engine::best`]. Its words are stale
+    /// until every pair has been written.
     pub fn reset(&mut self, k: usize, n: usize) {
+        self.reset_for(k, n, Bf16Engine::best());
+    }
+
+    /// Makes room for a `k × n` operand packed for `engine`; the padding pairs are zeroed here,
+    /// the others are stale until written.
+    pub fn reset_for(&mut self, k: usize, n: usize, engine: Bf16Engine) {
         let pairs = k.div_ceil(2);
-        let len = n.div_ceil(NR) * pairs * NR;
+        let stride = match engine {
+            Bf16Engine::Vector => pairs,
+            Bf16Engine::Tiles => pairs.next_multiple_of(TILE_PAIRS),
+        };
+        let len = n.div_ceil(NR) * stride * NR;
         if self.data.len() < len {
             self.data.resize(len, 0);
         }
-        (self.rows, self.cols, self.pairs) = (k, n, pairs);
+        (self.rows, self.cols, self.pairs, self.stride, self.engine) =
+            (k, n, pairs, stride, engine);
+        if stride > pairs {
+            for panel in self.data[..len].chunks_exact_mut(stride * NR) {
+                panel[pairs * NR..].fill(0);
+            }
+        }
     }
 
     /// Pairs of rows (`⌈k/2⌉`).
@@ -225,25 +355,31 @@ impl PackedColumns {
             len: self.data.len(),
             cols: self.cols,
             pairs: self.pairs,
+            stride: self.stride,
             _data: std::marker::PhantomData,
         }
     }
 
-    /// Packs the `k × n` operand given by its transpose `t` (`n × k`, rows contiguous): column
-    /// `j` of the operand is row `j` of `t`. Eight columns by sixteen values of `k` at a time
-    /// (CPUs with AVX-512 BF16 only: it panics elsewhere).
+    /// Packs the `k × n` operand given by its transpose `t` (`n × k`, rows contiguous) for
+    /// [`Bf16Engine::best`]: column `j` of the operand is row `j` of `t`. Eight columns by
+    /// sixteen values of `k` at a time (CPUs with AVX-512 BF16 only: it panics elsewhere).
     pub fn pack_transposed(&mut self, t: &MatRef<'_>) {
+        self.pack_transposed_for(t, Bf16Engine::best());
+    }
+
+    /// [`Self::pack_transposed`] for `engine`.
+    pub fn pack_transposed_for(&mut self, t: &MatRef<'_>, engine: Bf16Engine) {
         assert!(native_bf16(), "bf16 packing on a CPU without AVX-512 BF16");
         assert!(
             t.col_stride == 1 && t.in_bounds(),
             "bf16 packing: a transposed operand with contiguous rows, inside its data"
         );
         let (n, k) = (t.rows, t.cols);
-        self.reset(k, n);
+        self.reset_for(k, n, engine);
         if n == 0 || k == 0 {
             return;
         }
-        let pairs = self.pairs;
+        let pairs = self.stride;
         for panel in 0..n.div_ceil(NR) {
             // Columns past `n` in the last panel are never stored (the products mask them).
             for eight in (0..NR).step_by(8).take_while(|e| panel * NR + e < n) {
@@ -270,7 +406,7 @@ impl PackedColumns {
 
     /// The words of all panels.
     fn words(&self) -> &[u32] {
-        &self.data[..self.cols.div_ceil(NR) * self.pairs * NR]
+        &self.data[..self.cols.div_ceil(NR) * self.stride * NR]
     }
 }
 
@@ -280,6 +416,8 @@ pub struct PairWriter<'a> {
     len: usize,
     cols: usize,
     pairs: usize,
+    /// Pairs per panel in the layout.
+    stride: usize,
     _data: std::marker::PhantomData<&'a mut [u32]>,
 }
 
@@ -302,7 +440,7 @@ impl PairWriter<'_> {
     #[allow(unsafe_code)]
     pub unsafe fn panel(&self, q: usize, p: usize) -> *mut u32 {
         assert!(q < self.pairs && p < self.cols.div_ceil(NR));
-        let at = (p * self.pairs + q) * NR;
+        let at = (p * self.stride + q) * NR;
         assert!(at + NR <= self.len);
         // SAFETY: in bounds (asserted).
         unsafe { self.base.add(at) }
@@ -320,7 +458,7 @@ impl PairWriter<'_> {
         for p in 0..n.div_ceil(NR) {
             let first = p * NR;
             let width = NR.min(n - first);
-            let at = (p * self.pairs + q) * NR;
+            let at = (p * self.stride + q) * NR;
             assert!(at + NR <= self.len);
             // SAFETY: in bounds (asserted); these words belong to pair `q`, which no one else
             // writes now (the caller's contract).
@@ -383,14 +521,39 @@ pub unsafe fn gemm_bf16(
         dst.offset + (dst.rows - 1) * dst.row_stride + dst.cols <= dst.len,
         "bf16 gemm: destination out of bounds"
     );
+    assert_eq!(
+        (lhs.engine, lhs.pairs),
+        (rhs.engine, rhs.stride),
+        "bf16 gemm: operands packed for different engines"
+    );
     let a = lhs.panels_from(first);
     let bias = post.bias.map(|b| &b[first..first + dst.rows]);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: features asserted; the panels hold `pairs` words per row/column; `dst` is in
-    // bounds (asserted) and exclusive (the caller's contract).
-    unsafe {
-        avx512::gemm_packed(a, rhs.words(), lhs.pairs, dst, bias, post.epilogue)
-    };
+    match lhs.engine {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features asserted; the panels hold `pairs` words per row/column; `dst` is in
+        // bounds (asserted) and exclusive (the caller's contract).
+        Bf16Engine::Vector => unsafe {
+            avx512::gemm_packed(a, rhs.words(), lhs.pairs, dst, bias, post.epilogue)
+        },
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        Bf16Engine::Tiles => {
+            assert!(amx_available(), "bf16 gemm: AMX tiles on a CPU without AMX");
+            // SAFETY: AMX is usable (asserted); the kernel checks the operands' sizes; `dst`
+            // is in bounds (asserted) and exclusive (the caller's contract).
+            unsafe {
+                super::amx::kernels::gemm_tiles(
+                    a,
+                    lhs.pairs / TILE_PAIRS,
+                    rhs.words(),
+                    dst,
+                    bias,
+                    post.epilogue,
+                )
+            }
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("bf16 products on a CPU without them (checked above)"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -490,6 +653,29 @@ pub(super) mod avx512 {
             };
             // SAFETY: eight words at `q·stride` (asserted above).
             unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(q * stride).cast(), out) };
+        }
+    }
+
+    /// `words[i] = pair(values[2i], values[2i + 1])` for the 16 words of a tile row, zero
+    /// past `values`' length.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and BF16 present.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pair_row(values: &[f32], words: &mut [u32]) {
+        assert!(values.len() <= 32 && words.len() >= 16);
+        let lanes = |count: usize| ((1u64 << count.min(16)) - 1) as __mmask16;
+        let (lo_mask, hi_mask) = (lanes(values.len()), lanes(values.len().saturating_sub(16)));
+        // Masked lanes are not accessed, so the second half's base may lie past the slice.
+        // SAFETY: the masks read only the slice's values; 16 words are written (asserted). In
+        // `cvtne2ps_pbh(hi, lo)` the lanes of `lo` come first, so word `i` holds values `2i`
+        // (low half) and `2i + 1`.
+        unsafe {
+            let lo = _mm512_maskz_loadu_ps(lo_mask, values.as_ptr());
+            let hi = _mm512_maskz_loadu_ps(hi_mask, values.as_ptr().wrapping_add(16));
+            let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(words.as_mut_ptr().cast(), both);
         }
     }
 
@@ -708,11 +894,21 @@ mod tests {
         out
     }
 
-    /// `b` (`k × n`, row-major) packed pair by pair, as the convolution packs its tiles.
-    fn packed_columns(b: &[f32], k: usize, n: usize) -> PackedColumns {
+    /// The engines this CPU runs.
+    fn engines() -> Vec<Bf16Engine> {
+        let mut engines = vec![Bf16Engine::Vector];
+        if amx_available() {
+            engines.push(Bf16Engine::Tiles);
+        }
+        engines
+    }
+
+    /// `b` (`k × n`, row-major) packed pair by pair for `engine`, as the convolution packs its
+    /// tiles.
+    fn packed_columns(b: &[f32], k: usize, n: usize, engine: Bf16Engine) -> PackedColumns {
         let mut columns = PackedColumns::default();
         // Stale words from a larger operand must not leak into the smaller one.
-        columns.reset(k + 3, n + 40);
+        columns.reset_for(k + 3, n + 40, engine);
         let writer = columns.writer();
         for q in 0..(k + 3).div_ceil(2) {
             let junk = vec![f32::NAN; n + 40];
@@ -722,7 +918,7 @@ mod tests {
                 writer.write(q, &junk, Some(&junk))
             };
         }
-        columns.reset(k, n);
+        columns.reset_for(k, n, engine);
         let writer = columns.writer();
         for q in 0..k.div_ceil(2) {
             let hi = (2 * q + 1 < k).then(|| &b[(2 * q + 1) * n..][..n]);
@@ -733,6 +929,42 @@ mod tests {
             };
         }
         columns
+    }
+
+    /// An `m × k` matrix stored column by column.
+    struct ColumnMajor {
+        data: Vec<f32>,
+        rows: usize,
+        cols: usize,
+    }
+
+    impl ColumnMajor {
+        /// The matrix as a view with contiguous columns.
+        fn view(&self) -> MatRef<'_> {
+            MatRef {
+                data: &self.data,
+                offset: 0,
+                rows: self.rows,
+                cols: self.cols,
+                row_stride: 1,
+                col_stride: self.rows,
+            }
+        }
+    }
+
+    /// `value(r, c)` for the `m × k` matrix, stored column by column (a transposed view).
+    fn column_major(m: usize, k: usize, value: impl Fn(usize, usize) -> f32) -> ColumnMajor {
+        let mut data = vec![0f32; m * k];
+        for r in 0..m {
+            for c in 0..k {
+                data[c * m + r] = value(r, c);
+            }
+        }
+        ColumnMajor {
+            data,
+            rows: m,
+            cols: k,
+        }
     }
 
     /// A deterministic sequence in [-1, 1).
@@ -788,29 +1020,77 @@ mod tests {
                 col_stride: 1,
             };
             // Packed into a buffer a larger operand used before: no stale words.
-            reused.repack(&rows);
-            assert_eq!(reused.data, want, "{m}×{k} by rows");
+            reused.repack_for(&rows, Bf16Engine::Vector);
+            assert_eq!(&reused.data[..], &want[..], "{m}×{k} by rows");
             assert_eq!((reused.rows, reused.cols, reused.pairs), (m, k, pairs));
             // The same matrix stored column by column (a transposed view).
-            let mut by_column = vec![0f32; m * k];
-            for r in 0..m {
-                for c in 0..k {
-                    by_column[c * m + r] = value(r, c);
-                }
-            }
-            let columns = MatRef {
-                data: &by_column,
-                offset: 0,
-                rows: m,
-                cols: k,
-                row_stride: 1,
-                col_stride: m,
-            };
+            let by_column = column_major(m, k, value);
             assert_eq!(
-                PackedWeights::pack(&columns).data,
-                want,
+                &PackedWeights::pack_for(&by_column.view(), Bf16Engine::Vector).data[..],
+                &want[..],
                 "{m}×{k} by columns"
             );
+        }
+    }
+
+    #[test]
+    fn tile_packing_by_rows_or_by_columns_follows_the_layout() {
+        // Partial row blocks, odd k, k past one tile's 32 values, a row stride wider than k.
+        let mut reused = PackedWeights::default();
+        for &(m, k, stride) in &[
+            (1, 1, 1),
+            (17, 5, 7),
+            (16, 33, 40),
+            (35, 70, 70),
+            (3, 97, 97),
+        ] {
+            let data = values(m * stride + 3, (m * k) as u64 + 5);
+            let value = |r: usize, c: usize| data[3 + r * stride + c];
+            // The layout by its definition: tile (r / 16, q / 16), row r % 16, word q % 16.
+            let kblocks = k.div_ceil(32);
+            let mut want = vec![0u32; m.div_ceil(16) * kblocks * TILE_WORDS];
+            for r in 0..m {
+                for q in 0..k.div_ceil(2) {
+                    let hi = if 2 * q + 1 < k {
+                        value(r, 2 * q + 1)
+                    } else {
+                        0.0
+                    };
+                    let tile = (r / 16 * kblocks + q / 16) * TILE_WORDS;
+                    want[tile + r % 16 * 16 + q % 16] = pair(value(r, 2 * q), hi);
+                }
+            }
+            let rows = MatRef::with_rows(&data, 3, m, k, stride);
+            // Into a buffer a larger operand left full of non-zero words.
+            reused.repack_for(
+                &MatRef::with_rows(&vec![1.0; 64 * 200], 0, 64, 200, 200),
+                Bf16Engine::Tiles,
+            );
+            reused.repack_for(&rows, Bf16Engine::Tiles);
+            assert_eq!(&reused.data[..], &want[..], "{m}×{k} by rows");
+            assert_eq!(
+                (reused.rows, reused.cols, reused.pairs),
+                (m, k, kblocks * 16)
+            );
+            let by_column = column_major(m, k, value);
+            assert_eq!(
+                &PackedWeights::pack_for(&by_column.view(), Bf16Engine::Tiles).data[..],
+                &want[..],
+                "{m}×{k} by columns"
+            );
+        }
+    }
+
+    #[test]
+    fn tile_columns_pad_their_pairs_with_zeros() {
+        let mut columns = PackedColumns::default();
+        columns.data.resize(4096, u32::MAX);
+        columns.reset_for(37, 40, Bf16Engine::Tiles);
+        // 19 pairs padded to 32 in each of two panels; pairs 19..32 are zero.
+        assert_eq!((columns.pairs, columns.stride), (19, 32));
+        for panel in columns.words().chunks_exact(32 * NR) {
+            assert!(panel[19 * NR..].iter().all(|&w| w == 0));
+            assert!(panel[..19 * NR].iter().all(|&w| w == u32::MAX));
         }
     }
 
@@ -831,22 +1111,28 @@ mod tests {
                     b[kk * n + j] = t[j * stride + kk];
                 }
             }
-            let want = packed_columns(&b, k, n);
-            let mut got = PackedColumns::default();
-            got.pack_transposed(&MatRef {
-                data: &t,
-                offset: 0,
-                rows: n,
-                cols: k,
-                row_stride: stride,
-                col_stride: 1,
-            });
-            assert_eq!((got.rows, got.cols, got.pairs), (k, n, k.div_ceil(2)));
-            // Every word of a column inside `n` (the last panel's others are never read).
-            for (i, (g, w)) in got.words().iter().zip(want.words()).enumerate() {
-                let column = (i / (got.pairs * NR)) * NR + i % NR;
-                if column < n {
-                    assert_eq!(g, w, "{k}×{n}: word {i} (column {column})");
+            for engine in engines() {
+                let want = packed_columns(&b, k, n, engine);
+                let mut got = PackedColumns::default();
+                got.pack_transposed_for(
+                    &MatRef {
+                        data: &t,
+                        offset: 0,
+                        rows: n,
+                        cols: k,
+                        row_stride: stride,
+                        col_stride: 1,
+                    },
+                    engine,
+                );
+                assert_eq!((got.rows, got.cols, got.pairs), (k, n, k.div_ceil(2)));
+                assert_eq!(got.stride, want.stride);
+                // Every word of a column inside `n` (the last panel's others are never read).
+                for (i, (g, w)) in got.words().iter().zip(want.words()).enumerate() {
+                    let column = (i / (got.stride * NR)) * NR + i % NR;
+                    if column < n {
+                        assert_eq!(g, w, "{k}×{n} {engine:?}: word {i} (column {column})");
+                    }
                 }
             }
         }
@@ -866,13 +1152,20 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for &(m, k, n) in &[
+        let cases = [
             (1, 1, 1),
             (8, 2, 32),
             (9, 5, 33),
             (64, 576, 128),
             (13, 27, 70),
-        ] {
+            // Odd row blocks of 16 (the last one alone), pairs past one tile, a panel's tail.
+            (40, 70, 70),
+            (48, 1100, 17),
+        ];
+        for (engine, &(m, k, n)) in engines()
+            .into_iter()
+            .flat_map(|e| cases.iter().map(move |c| (e, c)))
+        {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
             // The destination sits inside a larger buffer with a wider row stride.
@@ -894,11 +1187,15 @@ mod tests {
                 row_stride: k,
                 col_stride: 1,
             };
-            let packed = PackedWeights::pack(&lhs);
-            let columns = packed_columns(&b, k, n);
+            let packed = PackedWeights::pack_for(&lhs, engine);
+            let columns = packed_columns(&b, k, n, engine);
             // Rows from `first` on (a whole panel), with a bias and leaky ReLU when there are
             // several panels; all rows plainly otherwise.
-            let first = if m > MR { MR } else { 0 };
+            let height = match engine {
+                Bf16Engine::Vector => MR,
+                Bf16Engine::Tiles => TILE_ROWS,
+            };
+            let first = if m > height { height } else { 0 };
             let bias: Vec<f32> = (0..m).map(|_| next()).collect();
             let post = PostOp {
                 bias: (first > 0).then_some(&bias[..]),
@@ -930,7 +1227,7 @@ mod tests {
                     // f32 accumulation of k exact bf16 products.
                     assert!(
                         (got - w).abs() <= 1e-6 * (k as f64) + 1e-6 * w.abs(),
-                        "{m}x{k}x{n} at ({row}, {j}): {got} vs {w}"
+                        "{engine:?} {m}x{k}x{n} at ({row}, {j}): {got} vs {w}"
                     );
                 }
                 // Nothing outside the rows was written.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use crate::cpu_kernels::{Epilogue, PackedWeights, PreparedKernel, WinogradKernel};
+use crate::cpu_kernels::{ConvTiles, Epilogue, PackedWeights, PreparedKernel, WinogradKernel};
 use crate::error::Result;
 use crate::layout::Activation;
 use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp};
@@ -78,8 +78,9 @@ pub struct PreparedConvKernel {
 }
 
 impl PreparedConvKernel {
-    /// Packs `kernel` (f32 on the CPU) for bf16 products; `None` on CPUs without native bf16
-    /// ([`crate::native_cpu_bf16`]).
+    /// Packs `kernel` (f32 on the CPU) for bf16 products as a network multiplying in bf16 runs
+    /// them: on AMX tiles where the CPU has them, else with AVX-512 BF16; `None` on CPUs
+    /// without native bf16 ([`crate::native_cpu_bf16`]).
     pub fn bf16(kernel: &Tensor) -> Result<Option<Self>> {
         if !crate::native_cpu_bf16() {
             return Ok(None);
@@ -89,13 +90,14 @@ impl PreparedConvKernel {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let prepared = if crate::cpu_kernels::amx_available() && kh == kw {
+            PreparedKernel::Tiles(ConvTiles::pack(&data, o, i, kh))
+        } else {
+            PreparedKernel::Bf16(PackedWeights::pack_rows(&data, o, i * kh * kw))
+        };
         Ok(Some(Self {
             kernel: kernel.to_dtype(DType::F32)?,
-            prepared: Arc::new(PreparedKernel::Bf16(PackedWeights::pack_rows(
-                &data,
-                o,
-                i * kh * kw,
-            ))),
+            prepared: Arc::new(prepared),
         }))
     }
 

@@ -8,7 +8,7 @@ use super::batch_norm::RunningStats;
 use super::{
     BatchNormStats, BatchNormTrain, BlurPool, LayerWeights, NormMode, apply_activation, conv2d,
 };
-use crate::cpu_kernels::{PackedWeights, PreparedKernel, Products, WinogradKernel};
+use crate::cpu_kernels::{PreparedKernel, Products, WinogradKernel};
 use crate::error::Result;
 use crate::layers::compute::conv2d_bias_act_with;
 use crate::layout::{Activation, ConvNormActSpec};
@@ -118,19 +118,14 @@ impl ConvNormAct {
         let blur = spec.anti_alias.then_some(BlurPool);
         let prepared = match (&norm, weights.products) {
             (Norm::Folded { .. }, Products::Bf16) if weight.device().is_cpu() => {
-                let (o, i, kh, kw) = weight.dims4()?;
+                let (o, i, kh, _) = weight.dims4()?;
                 let data = weight
                     .flatten_all()?
                     .to_dtype(DType::F32)?
                     .to_vec1::<f32>()?;
-                let packed = PackedWeights::pack_rows(&data, o, i * kh * kw);
-                Some(Arc::new(
-                    if spec.kernel_size == 3 && crate::cpu_kernels::winograd_available() {
-                        PreparedKernel::WinogradOrBf16(WinogradKernel::default(), packed)
-                    } else {
-                        PreparedKernel::Bf16(packed)
-                    },
-                ))
+                Some(Arc::new(PreparedKernel::bf16_for_inference(
+                    &data, o, i, kh,
+                )))
             }
             (Norm::Folded { .. }, Products::F32)
                 if weight.device().is_cpu()
