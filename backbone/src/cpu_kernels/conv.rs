@@ -313,11 +313,15 @@ impl PreparedKernel {
     }
 
     /// For a kernel `w` `(O, I·k²)` that changes between calls, multiplying as `products` asks:
-    /// with [`Products::Bf16`] (CPUs with AVX-512 BF16 only), Winograd in f32 where it applies
-    /// (faster there, and more accurate) and `w` rounded to bf16 and packed for every other
-    /// convolution; with [`Products::F32`], [`Self::per_call_winograd`].
+    /// with [`Products::Bf16`] (CPUs with AVX-512 BF16 only), AMX tiles where the CPU has them;
+    /// else Winograd in f32 where it applies (faster there, and more accurate) and `w` rounded to
+    /// bf16 and packed for every other convolution; with [`Products::F32`],
+    /// [`Self::per_call_winograd`].
     pub fn per_call(w: &[f32], g: &ConvGeometry, products: Products) -> Self {
         match products {
+            Products::Bf16 if super::amx_available() => {
+                Self::Tiles(ConvTiles::pack(w, g.out_channels, g.in_channels, g.kernel))
+            }
             Products::Bf16 if !(winograd::applies(g) && bf16_3x3_by_winograd()) => {
                 Self::Bf16(PackedWeights::pack_rows(w, g.out_channels, g.patch()))
             }
@@ -542,9 +546,9 @@ pub(super) unsafe fn scatter_images(
 /// Gradient with respect to the input: `(B, I, H, W)` from the output gradient `g_out`
 /// `(B, O, H, W)` and `w` `(O, I, k, k)`, multiplying as `products` asks
 /// ([`PreparedKernel::per_call`]): the convolution of `g_out` with `w` turned by 180° and its
-/// channel axes swapped. Winograd's kernel transform (3×3 on the maps it takes) and the bf16
-/// packing of a 1×1 kernel read `w` in that order directly; other paths first make the turned
-/// copy.
+/// channel axes swapped. AMX tiles (bf16 on CPUs with AMX), Winograd's kernel transform (3×3
+/// on the maps it takes) and the bf16 packing of a 1×1 kernel read `w` in that order directly;
+/// other paths first make the turned copy.
 pub fn conv_backward_input(
     g_out: &[f32],
     w: &[f32],
@@ -561,6 +565,20 @@ pub fn conv_backward_input(
         ..*g
     };
     let out = g_in.as_mut_ptr();
+    if products == Products::Bf16 && super::amx_available() {
+        // The turned kernel packed straight from `w`.
+        let tiles = ConvTiles::input_gradient_of(w, o, i, g.kernel);
+        let post = PostOp {
+            bias: None,
+            epilogue: Epilogue::Identity,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `g_in` is an exclusive region of `B·I·H·W` values; AMX is usable.
+        unsafe {
+            conv_amx::conv_forward_tiles(g_out, &tiles, post, &swapped, out)
+        };
+        return;
+    }
     if g.kernel == 3 && winograd::applies(&swapped) {
         // Winograd's products are f32 ones whatever `products` asks (as in `per_call`).
         let u = WinogradWeights::for_input_gradient(w, i, o);
@@ -654,9 +672,9 @@ fn transposed_kernel(w: &[f32], g: &ConvGeometry) -> (Vec<f32>, ConvGeometry) {
 }
 
 /// Gradient with respect to the weights `(O, I, k, k)`, summed over the batch: by Winograd's
-/// transforms for the 3×3 kernels it applies to, else im2col products, multiplying as
-/// `products` asks ([`Products::Bf16`]: the output gradient and the image columns rounded to
-/// bf16, sums in f32; CPUs with AVX-512 BF16 only). Either way the sum runs in a fixed order, so
+/// transforms for the 3×3 kernels it applies to (unless bf16 products run on AMX tiles), else
+/// im2col products, multiplying as `products` asks ([`Products::Bf16`]: the output gradient and
+/// the image columns rounded to bf16, sums in f32; CPUs with AVX-512 BF16 only). Either way the sum runs in a fixed order, so
 /// the result does not depend on thread timing (im2col: a fixed number of contiguous chunks of
 /// tiles, reduced in order).
 pub fn conv_backward_weight(
@@ -670,7 +688,9 @@ pub fn conv_backward_weight(
     assert_eq!(g_w.len(), o * patch);
     assert_eq!(x.len(), g.batch * g.in_channels * hw);
     assert_eq!(g_out.len(), g.batch * o * hw);
-    if winograd::applies_to_weight_gradient(g) {
+    // With AMX, bf16 products beat f32 Winograd here too.
+    let tiles = products == Products::Bf16 && super::amx_available();
+    if !tiles && winograd::applies_to_weight_gradient(g) {
         winograd::conv_backward_weight_winograd(x, g_out, g, g_w);
         return;
     }

@@ -30,7 +30,7 @@ thread_local! {
 /// Columns per panel (two tiles of 16).
 const PANEL: usize = 32;
 /// Panels of one image that one task multiplies by each of its blocks of output channels.
-const PANELS_PER_TASK: usize = 4;
+const PANELS_PER_TASK: usize = 8;
 
 /// A kernel `(O, I, k, k)` rounded to bf16 and packed as tiles: tile `(row block, tap, pair
 /// block)` at `((row block · k² + tap) · pair blocks + pair block) · 256` words, row `r` of it
@@ -66,28 +66,68 @@ impl ConvTiles {
             out_channels * in_channels * taps,
             "conv tiles: a kernel of another shape"
         );
+        Self::pack_by(out_channels, in_channels, kernel, |o, c, t| {
+            w[(o * in_channels + c) * taps + t]
+        })
+    }
+
+    /// Packs the kernel of the input gradient of a convolution with `w` `(O, I, k, k)`: `w`
+    /// turned by 180° with its channel axes swapped, `(I, O, k, k)`, read from `w` in place.
+    pub fn input_gradient_of(
+        w: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        kernel: usize,
+    ) -> Self {
+        let taps = kernel * kernel;
+        assert_eq!(
+            w.len(),
+            out_channels * in_channels * taps,
+            "conv tiles: a kernel of another shape"
+        );
+        Self::pack_by(in_channels, out_channels, kernel, |i, o, t| {
+            w[(o * in_channels + i) * taps + taps - 1 - t]
+        })
+    }
+
+    /// Packs the `(O, I, k, k)` kernel whose value at output channel `o`, input channel `c` and
+    /// tap `t` is `value(o, c, t)`, its blocks of 16 output channels spread over the pool.
+    fn pack_by(
+        out_channels: usize,
+        in_channels: usize,
+        kernel: usize,
+        value: impl Fn(usize, usize, usize) -> f32 + Sync,
+    ) -> Self {
+        let taps = kernel * kernel;
         let kblocks = in_channels.div_ceil(2 * TILE_PAIRS);
         let row_blocks = out_channels.div_ceil(TILE_ROWS);
         let mut data = AlignedWords::default();
         data.resize(row_blocks * taps * kblocks * TILE_WORDS, 0);
         let at = |o: usize, c: usize, t: usize| {
-            if c < in_channels {
-                w[(o * in_channels + c) * taps + t]
+            if o < out_channels && c < in_channels {
+                value(o, c, t)
             } else {
                 0.0
             }
         };
-        for o in 0..out_channels {
-            for t in 0..taps {
-                for cb in 0..kblocks {
-                    let tile = ((o / TILE_ROWS * taps + t) * kblocks + cb) * TILE_WORDS;
-                    let row = &mut data[tile + o % TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS];
-                    for (q, word) in row.iter_mut().enumerate() {
-                        let c = 2 * (cb * TILE_PAIRS + q);
-                        *word = pair(at(o, c, t), at(o, c + 1, t));
+        let block_words = taps * kblocks * TILE_WORDS;
+        if block_words > 0 {
+            data.par_chunks_mut(block_words)
+                .enumerate()
+                .for_each(|(rb, block)| {
+                    for t in 0..taps {
+                        for cb in 0..kblocks {
+                            let tile = &mut block[(t * kblocks + cb) * TILE_WORDS..][..TILE_WORDS];
+                            for (r, row) in tile.chunks_exact_mut(TILE_PAIRS).enumerate() {
+                                let o = rb * TILE_ROWS + r;
+                                for (q, word) in row.iter_mut().enumerate() {
+                                    let c = 2 * (cb * TILE_PAIRS + q);
+                                    *word = pair(at(o, c, t), at(o, c + 1, t));
+                                }
+                            }
+                        }
                     }
-                }
-            }
+                });
         }
         Self {
             data,
