@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use tresnet::Products;
 use tresnet::layers::{
     BatchNormTrain, BlurPool, PreparedConvKernel, RunningStats, add_relu, channel_scale, conv2d,
-    conv2d_bias_act, space_to_depth,
+    conv2d_bias_act, conv2d_bias_act_add_relu, space_to_depth,
 };
 use tresnet::layout::Activation;
 use tresnet_tests::assert_close;
@@ -166,6 +166,61 @@ fn bf16_convolutions_equal_the_rounded_operands_with_bias_and_activation() {
         let expected = activated(pre, activation);
         // Exact bf16 products summed in f32: the f32 kernels' tolerance.
         check(&ours, &expected, &tag);
+    }
+}
+
+#[test]
+fn residual_add_and_relu_fused_into_the_convolution_match_f64_on_every_path() {
+    // Batch 1 (products split over channels) and several images (a task per image), 1×1 and
+    // 3×3, an activation before the add (LeakyReLU) and none.
+    let cases = [
+        (1, 40, 48, 14, 14, 1, Activation::Identity),
+        (3, 24, 40, 9, 11, 3, Activation::LeakyRelu(0.1)),
+        (2, 64, 64, 16, 16, 3, Activation::Identity),
+    ];
+    for (b, i, o, h, w, k, activation) in cases {
+        let x = rand(&[b, i, h, w]);
+        let kernel = rand(&[o, i, k, k]);
+        let bias = rand(&[o]);
+        let residual = rand(&[b, o, h, w]);
+        // The reference of the products each path makes: exact f64, or of bf16-rounded operands.
+        let reference = |x: &Tensor, kernel: &Tensor| {
+            let pre = x
+                .conv2d(kernel, k / 2, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&f64(&bias).reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            (activated(pre, activation) + f64(&residual))
+                .unwrap()
+                .relu()
+                .unwrap()
+        };
+        let tag = format!("conv + residual b{b} i{i} o{o} {h}x{w} k{k} {activation:?}");
+        let plain =
+            conv2d_bias_act_add_relu(&x, &kernel, &bias, k / 2, activation, &residual).unwrap();
+        check(
+            &plain,
+            &reference(&f64(&x), &f64(&kernel)),
+            &format!("{tag}, f32"),
+        );
+        if let Some(winograd) = PreparedConvKernel::winograd(&kernel).unwrap() {
+            let ours = winograd
+                .conv2d_bias_act_add_relu(&x, &bias, k / 2, activation, &residual)
+                .unwrap();
+            check_within(
+                &ours,
+                &reference(&f64(&x), &f64(&kernel)),
+                3e-5,
+                &format!("{tag}, winograd"),
+            );
+        }
+        if let Some(bf16) = PreparedConvKernel::bf16(&kernel).unwrap() {
+            let ours = bf16
+                .conv2d_bias_act_add_relu(&x, &bias, k / 2, activation, &residual)
+                .unwrap();
+            let expected = reference(&bf16_rounded(&x), &bf16_rounded(&kernel));
+            check(&ours, &expected, &format!("{tag}, bf16"));
+        }
     }
 }
 

@@ -59,11 +59,15 @@ impl ResidualBlock {
             None => x.clone(),
         };
         let mut out = x.clone();
+        let last = self.convs.len().saturating_sub(1);
         for (index, conv) in self.convs.iter().enumerate() {
+            let se_after = index == 1 && self.squeeze_excite.is_some();
+            if index == last && !se_after && branch_factor.is_none() {
+                // The add and ReLU inside the last convolution's epilogue.
+                return conv.forward_add_relu(&out, &shortcut);
+            }
             out = conv.forward(&out)?;
-            if index == 1
-                && let Some(se) = &self.squeeze_excite
-            {
+            if se_after && let Some(se) = &self.squeeze_excite {
                 out = se.forward(&out)?;
             }
         }

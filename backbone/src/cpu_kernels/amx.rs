@@ -322,6 +322,7 @@ pub(super) mod kernels {
                             cols,
                             shift,
                             epilogue,
+                            None,
                         )
                     };
                 }
@@ -329,10 +330,12 @@ pub(super) mod kernels {
         }
     }
 
-    /// `out[j] = act(sums[j] + shift)` for `j < len` (≤ 32).
+    /// `out[j] = act(sums[j] + shift)` for `j < len` (≤ 32); with `residual = Some((r, then))`,
+    /// `out[j] = then(act(sums[j] + shift) + r[j])`.
     ///
     /// # Safety
-    /// AVX-512 F present; `out` valid for `len` writes; `sums` holds at least `len` values.
+    /// AVX-512 F present; `out` valid for `len` writes; `sums` (and `r`) hold at least `len`
+    /// values.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -342,24 +345,29 @@ pub(super) mod kernels {
         len: usize,
         shift: f32,
         epilogue: Epilogue,
+        residual: Option<(&[f32], Epilogue)>,
     ) {
         assert!(len <= PANEL && sums.len() >= len);
+        assert!(residual.is_none_or(|(r, _)| r.len() >= len));
         let s = _mm512_set1_ps(shift);
+        // `max` takes its second operand where the first is NaN: relu(NaN) = 0, as the other
+        // kernels give.
+        let activate = |z: __m512, epilogue: Epilogue| match epilogue {
+            Epilogue::Identity => z,
+            Epilogue::Relu => _mm512_max_ps(z, _mm512_setzero_ps()),
+            Epilogue::LeakyRelu(slope) => _mm512_max_ps(z, _mm512_mul_ps(z, _mm512_set1_ps(slope))),
+        };
         for first in (0..len).step_by(16) {
             let width = (len - first).min(16);
             let mask = ((1u32 << width) - 1) as __mmask16;
-            // SAFETY: the mask covers `width` values of `sums` and of `out` from `first`.
+            // SAFETY: the mask covers `width` values of `sums`, `r` and `out` from `first`.
             unsafe {
                 let z = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums.as_ptr().add(first)), s);
-                // `max` takes its second operand where the first is NaN: relu(NaN) = 0, as
-                // the other kernels give.
-                let v = match epilogue {
-                    Epilogue::Identity => z,
-                    Epilogue::Relu => _mm512_max_ps(z, _mm512_setzero_ps()),
-                    Epilogue::LeakyRelu(slope) => {
-                        _mm512_max_ps(z, _mm512_mul_ps(z, _mm512_set1_ps(slope)))
-                    }
-                };
+                let mut v = activate(z, epilogue);
+                if let Some((r, then)) = residual {
+                    let r = _mm512_maskz_loadu_ps(mask, r.as_ptr().add(first));
+                    v = activate(_mm512_add_ps(v, r), then);
+                }
                 _mm512_mask_storeu_ps(out.add(first), mask, v);
             }
         }

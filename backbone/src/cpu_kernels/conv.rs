@@ -330,6 +330,68 @@ impl PreparedKernel {
     }
 }
 
+/// What a residual connection adds after a convolution's activation: `then(act(conv + bias) +
+/// values)`, `values` shaped as the output `(B, O, H, W)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Residual<'a> {
+    /// The shortcut, one value per output value.
+    pub values: &'a [f32],
+    /// The activation of the sum.
+    pub then: Epilogue,
+}
+
+/// [`conv_forward_new`] followed by a residual connection's add and activation,
+/// `then(act(conv + bias) + residual)`: in the products' own epilogue on AMX tiles, as one pass
+/// over the fresh output elsewhere.
+pub fn conv_forward_residual_new(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    g: &ConvGeometry,
+    prepared: Option<&PreparedKernel>,
+    residual: Residual<'_>,
+) -> Vec<f32> {
+    let len = g.batch * g.out_channels * g.pixels();
+    assert_eq!(
+        residual.values.len(),
+        len,
+        "conv: a residual of another shape"
+    );
+    if let Some(PreparedKernel::Tiles(tiles)) = prepared {
+        assert!(
+            super::amx_available(),
+            "conv: AMX tiles on a CPU without AMX"
+        );
+        assert_eq!(x.len(), g.batch * g.in_channels * g.pixels());
+        assert!(
+            bias.is_none_or(|b| b.len() == g.out_channels),
+            "conv: one bias per output channel"
+        );
+        let mut out = Vec::with_capacity(len);
+        let post = PostOp { bias, epilogue };
+        #[allow(unsafe_code)]
+        // SAFETY: the allocation holds `len` values and belongs to this call; the tiles' tasks
+        // write every value once (they cover every image, channel and pixel); AMX is usable.
+        unsafe {
+            conv_amx::conv_forward_tiles(x, tiles, post, Some(residual), g, out.as_mut_ptr());
+            out.set_len(len);
+        }
+        return out;
+    }
+    let mut out = conv_forward_new(x, w, bias, epilogue, g, prepared);
+    let then = residual.then;
+    out.par_chunks_mut(1 << 14)
+        .zip(residual.values.par_chunks(1 << 14))
+        .for_each(|(o, r)| {
+            for (o, &r) in o.iter_mut().zip(r) {
+                *o += r;
+            }
+            then.shift_in_place(o, 0.0);
+        });
+    out
+}
+
 /// [`conv_forward`] into a new vector, without filling it first: every output value is written
 /// exactly once by the products and the epilogue. With `prepared` (made from the same weights)
 /// the products are bf16 ones or Winograd's.
@@ -393,7 +455,7 @@ unsafe fn conv_forward_raw(
             );
             // SAFETY: the caller's contract; AMX is usable (asserted); the bias length is
             // checked above.
-            unsafe { conv_amx::conv_forward_tiles(x, tiles, post, g, out) };
+            unsafe { conv_amx::conv_forward_tiles(x, tiles, post, None, g, out) };
             return;
         }
         Some(PreparedKernel::Bf16(packed) | PreparedKernel::WinogradOrBf16(_, packed)) => {
@@ -575,7 +637,7 @@ pub fn conv_backward_input(
         #[allow(unsafe_code)]
         // SAFETY: `g_in` is an exclusive region of `B·I·H·W` values; AMX is usable.
         unsafe {
-            conv_amx::conv_forward_tiles(g_out, &tiles, post, &swapped, out)
+            conv_amx::conv_forward_tiles(g_out, &tiles, post, None, &swapped, out)
         };
         return;
     }

@@ -27,8 +27,8 @@ pub use amx::amx_available;
 pub use bf16_gemm::{PackedWeights, native_bf16};
 pub use blur::{blur_backward, blur_forward, blurred_side};
 pub use conv::{
-    ConvGeometry, Epilogue, PreparedKernel, conv_backward_input, conv_backward_input_new,
-    conv_backward_weight, conv_forward_new,
+    ConvGeometry, Epilogue, PreparedKernel, Residual, conv_backward_input, conv_backward_input_new,
+    conv_backward_weight, conv_forward_new, conv_forward_residual_new,
 };
 pub use conv_amx::ConvTiles;
 pub use fused::{

@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor};
 use crate::cpu_kernels::{ConvTiles, Epilogue, PackedWeights, PreparedKernel, WinogradKernel};
 use crate::error::Result;
 use crate::layout::Activation;
-use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActOp, ConvOp};
+use crate::ops::{AddReluOp, BlurOp, ChannelScaleOp, ConvBiasActAddOp, ConvBiasActOp, ConvOp};
 
 /// Whether the fast CPU convolution handles this case.
 pub(crate) fn fast_conv(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> bool {
@@ -65,6 +65,49 @@ pub(crate) fn conv2d_bias_act_with(
     }
     let y = conv2d(x, kernel, padding, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
     super::apply_activation(&y, activation)
+}
+
+/// `relu(act(conv(x, kernel) + bias) + residual)`: a residual block's last convolution with the
+/// shortcut's add and ReLU, `residual` shaped as the output `(N, O, H, W)`. On the CPU in f32
+/// one fused operation; elsewhere the convolution, then [`add_relu`]. Not differentiable on the
+/// fused path (inference only).
+pub fn conv2d_bias_act_add_relu(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    activation: Activation,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    conv2d_bias_act_add_relu_with(x, kernel, bias, padding, activation, None, residual)
+}
+
+/// [`conv2d_bias_act_add_relu`] whose fast CPU kernel takes `prepared` (on AMX tiles the add
+/// and ReLU run inside the products' epilogue).
+pub(crate) fn conv2d_bias_act_add_relu_with(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    activation: Activation,
+    prepared: Option<&Arc<PreparedKernel>>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    if fast_conv(x, kernel, padding, 1) && bias.dtype() == DType::F32 && is_cpu_f32(residual) {
+        let op = ConvBiasActAddOp {
+            bias: bias.flatten_all()?.to_vec1::<f32>()?,
+            epilogue: epilogue(activation),
+            then: Epilogue::Relu,
+            prepared: prepared.cloned(),
+        };
+        return Ok(x.contiguous()?.apply_op3_no_bwd(
+            &kernel.contiguous()?,
+            &residual.contiguous()?,
+            &op,
+        )?);
+    }
+    let y = conv2d_bias_act_with(x, kernel, bias, padding, activation, prepared)?;
+    add_relu(&y, residual)
 }
 
 /// A convolution kernel `(O, I, k, k)` prepared once for a faster CPU product than im2col with
@@ -129,6 +172,26 @@ impl PreparedConvKernel {
             padding,
             activation,
             Some(&self.prepared),
+        )
+    }
+
+    /// [`conv2d_bias_act_add_relu`] with this kernel's products.
+    pub fn conv2d_bias_act_add_relu(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        padding: usize,
+        activation: Activation,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        conv2d_bias_act_add_relu_with(
+            x,
+            &self.kernel,
+            bias,
+            padding,
+            activation,
+            Some(&self.prepared),
+            residual,
         )
     }
 }

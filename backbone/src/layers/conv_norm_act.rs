@@ -10,7 +10,7 @@ use super::{
 };
 use crate::cpu_kernels::{PreparedKernel, Products, WinogradKernel};
 use crate::error::Result;
-use crate::layers::compute::conv2d_bias_act_with;
+use crate::layers::compute::{add_relu, conv2d_bias_act_add_relu_with, conv2d_bias_act_with};
 use crate::layout::{Activation, ConvNormActSpec};
 
 /// How the batch norm is applied.
@@ -147,6 +147,25 @@ impl ConvNormAct {
             prepared,
             products: weights.products,
         })
+    }
+
+    /// `relu(self.forward(x) + residual)`, a residual block's last unit with the shortcut's add
+    /// and ReLU: fused into the convolution where its norm is folded and it has no blur (on AMX
+    /// tiles inside the products' epilogue), else in two steps.
+    pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let (Norm::Folded { bias }, None) = (&self.norm, &self.blur) {
+            let weight = self.weight.to_dtype(x.dtype())?;
+            return conv2d_bias_act_add_relu_with(
+                x,
+                &weight,
+                bias,
+                self.padding,
+                self.activation,
+                self.prepared.as_ref(),
+                residual,
+            );
+        }
+        add_relu(&self.forward(x)?, residual)
     }
 
     /// Applies the unit to `(N, I, H, W)`.

@@ -16,7 +16,8 @@ pub use avg_pool_ceil::avg_pool_2x2_ceil;
 pub use batch_norm::{BatchNormStats, BatchNormTrain, RunningStats};
 pub use blur_pool::BlurPool;
 pub use compute::{
-    PreparedConvKernel, add_relu, channel_scale, conv2d, conv2d_bias_act, fast_blur, matmul,
+    PreparedConvKernel, add_relu, channel_scale, conv2d, conv2d_bias_act, conv2d_bias_act_add_relu,
+    fast_blur, matmul,
 };
 pub use conv_norm_act::ConvNormAct;
 pub use global_pool::global_pool;

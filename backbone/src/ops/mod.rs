@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::cpu_kernels::{
-    ConvGeometry, Epilogue, conv_backward_input_new, conv_backward_weight, conv_forward_new,
+    ConvGeometry, Epilogue, Residual, conv_backward_input_new, conv_backward_weight,
+    conv_forward_new, conv_forward_residual_new,
 };
 use crate::cpu_kernels::{PreparedKernel, Products, zeroed};
 use crate::cpu_kernels::{
@@ -189,6 +190,18 @@ impl CustomOp2 for ConvGradWeightOp {
     }
 }
 
+/// An error unless `bias` holds one value per output channel of `g`.
+fn check_bias(bias: &[f32], g: &ConvGeometry) -> candle_core::Result<()> {
+    if bias.len() != g.out_channels {
+        candle_core::bail!(
+            "conv bias has {} values for {} channels",
+            bias.len(),
+            g.out_channels
+        );
+    }
+    Ok(())
+}
+
 /// Inference convolution with the bias add and activation fused: `(x, weight, bias)`.
 pub(crate) struct ConvBiasActOp {
     /// The fused activation.
@@ -214,13 +227,7 @@ impl CustomOp3 for ConvBiasActOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geometry(l1, l2)?;
         let bias = f32_slice(s3, l3, "conv bias")?;
-        if bias.len() != g.out_channels {
-            candle_core::bail!(
-                "conv bias has {} values for {} channels",
-                bias.len(),
-                g.out_channels
-            );
-        }
+        check_bias(bias, &g)?;
         let out = conv_forward_new(
             f32_slice(s1, l1, "conv input")?,
             f32_slice(s2, l2, "conv weight")?,
@@ -233,6 +240,61 @@ impl CustomOp3 for ConvBiasActOp {
             CpuStorage::F32(out),
             Shape::from((g.batch, g.out_channels, g.height, g.width)),
         ))
+    }
+}
+
+/// `then(act(conv(x, w) + bias) + residual)` on `(x (N, I, H, W), w (O, I, k, k), residual (N,
+/// O, H, W))` → `(N, O, H, W)`, stride 1, "same" padding: a residual block's last convolution
+/// with its shortcut's add and ReLU (inference only; f32 on the CPU).
+pub(crate) struct ConvBiasActAddOp {
+    /// The convolution's bias, one value per output channel.
+    pub bias: Vec<f32>,
+    /// The convolution's activation.
+    pub epilogue: Epilogue,
+    /// The activation of the sum.
+    pub then: Epilogue,
+    /// The weights prepared for faster products, as in [`ConvBiasActOp`].
+    pub prepared: Option<Arc<PreparedKernel>>,
+}
+
+impl CustomOp3 for ConvBiasActAddOp {
+    fn name(&self) -> &'static str {
+        "tresnet-conv-bias-act-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geometry(l1, l2)?;
+        check_bias(&self.bias, &g)?;
+        let output = Shape::from((g.batch, g.out_channels, g.height, g.width));
+        if l3.shape() != &output {
+            candle_core::bail!(
+                "conv residual {:?} for an output of {:?}",
+                l3.shape(),
+                output
+            );
+        }
+        let residual = Residual {
+            values: f32_slice(s3, l3, "conv residual")?,
+            then: self.then,
+        };
+        let out = conv_forward_residual_new(
+            f32_slice(s1, l1, "conv input")?,
+            f32_slice(s2, l2, "conv weight")?,
+            Some(&self.bias),
+            self.epilogue,
+            &g,
+            self.prepared.as_deref(),
+            residual,
+        );
+        Ok((CpuStorage::F32(out), output))
     }
 }
 
