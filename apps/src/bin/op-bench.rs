@@ -470,17 +470,26 @@ fn run(cli: Cli) -> Result<()> {
             bail!("--peak: this CPU has no AVX-512, which the probe times");
         };
         let bf16 = rates.bf16_dot.map(|r| r / 1e9);
+        let amx = rates.amx_tile.map(|r| r / 1e9);
         println!(
             "{}",
-            json!({"peak_gmacs_per_core": {"f32_fma": rates.f32_fma / 1e9, "bf16_dot": bf16}})
+            json!({"peak_gmacs_per_core": {
+                "f32_fma": rates.f32_fma / 1e9, "bf16_dot": bf16, "amx_tile": amx,
+            }})
         );
+        let rate = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.1} GMAC/s"));
         eprintln!(
-            "op-bench: peak per core: f32 FMA {:.1} GMAC/s, bf16 dot {}",
+            "op-bench: peak per core: f32 FMA {:.1} GMAC/s, bf16 dot {}, AMX tiles {}",
             rates.f32_fma / 1e9,
-            bf16.map_or("n/a".to_string(), |r| format!("{r:.1} GMAC/s"))
+            rate(bf16),
+            rate(amx)
         );
+        // bf16 convolutions run on AMX tiles where the CPU has them.
         Some(if cpu_bf16 {
-            rates.bf16_dot.expect("native bf16 was checked above")
+            rates
+                .amx_tile
+                .or(rates.bf16_dot)
+                .expect("native bf16 was checked above")
         } else {
             rates.f32_fma
         })

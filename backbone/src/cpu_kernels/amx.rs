@@ -265,6 +265,43 @@ pub(super) mod kernels {
         }
     }
 
+    /// `steps` rounds of four independent tile products (on zeroed tiles), for the peak rate.
+    ///
+    /// # Safety
+    /// [`super::amx_available`] is true.
+    #[allow(unsafe_code)]
+    pub(in crate::cpu_kernels) unsafe fn tile_loop(steps: u64) {
+        // SAFETY: AMX is usable (the caller's contract).
+        let _tiles = unsafe { Tiles::configure() };
+        if steps == 0 {
+            return;
+        }
+        // SAFETY: register-only instructions on configured tiles.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tilezero tmm4",
+                "tilezero tmm5",
+                "tilezero tmm6",
+                "tilezero tmm7",
+                "2:",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "dec {k}",
+                "jnz 2b",
+                k = inout(reg) steps => _,
+                out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+                options(nostack, nomem),
+            );
+        }
+    }
+
     /// `dst = act(a · b + bias)`: `a` the weight rows of `dst` in tiles (`⌈rows/16⌉` row
     /// blocks of `kblocks` tiles of [`TILE_WORDS`], row-major, zero rows and pairs past the
     /// matrix), `b` the image columns in panels of 32 columns by `kblocks·16` pairs (32 words

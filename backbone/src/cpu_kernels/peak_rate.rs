@@ -1,5 +1,5 @@
 //! The multiply-add rate one core of this CPU reaches at best: a loop of independent AVX-512
-//! FMAs (f32) or bf16 dot products, timed. Kernel speeds mean little across the CPUs a
+//! FMAs (f32), bf16 dot products, or AMX tile products, timed. Kernel speeds mean little across the CPUs a
 //! benchmark may land on; as a share of this figure, measured in the same run, they say how
 //! much the hardware leaves (`op-bench --peak`).
 
@@ -12,6 +12,9 @@ pub struct PeakRates {
     pub f32_fma: f64,
     /// bf16 dot products (`vdpbf16ps` zmm, 32 per instruction); `None` without AVX-512 BF16.
     pub bf16_dot: Option<f64>,
+    /// bf16 tile products (`tdpbf16ps`, 16·16·32 per instruction); `None` without AMX (or with
+    /// `TRESNET_AMX=0`).
+    pub amx_tile: Option<f64>,
 }
 
 /// Times both loops on the calling thread (about 0.2 s each); `None` without AVX-512 F.
@@ -34,7 +37,21 @@ pub fn peak_rates() -> Option<PeakRates> {
             std::hint::black_box(sum);
             rate
         });
-        return Some(PeakRates { f32_fma, bf16_dot });
+        let amx_tile = super::amx_available().then(|| {
+            let steps = steps / 16;
+            let start = Instant::now();
+            #[allow(unsafe_code)]
+            // SAFETY: AMX is usable (`amx_available`).
+            unsafe {
+                super::amx::kernels::tile_loop(std::hint::black_box(steps))
+            };
+            (steps * 4 * 16 * 16 * 32) as f64 / start.elapsed().as_secs_f64()
+        });
+        return Some(PeakRates {
+            f32_fma,
+            bf16_dot,
+            amx_tile,
+        });
     }
     None
 }
