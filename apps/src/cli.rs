@@ -192,7 +192,8 @@ impl RuntimeFlags {
 
 /// Parses the process's arguments as `C`, except that an app whose labels were measured to agree
 /// in bf16 (`tag`) defaults `--dtype` to bf16 on a CPU with AVX-512 BF16 (there bf16 products
-/// make the network 1.2-1.4× faster on a Zen 4); `--dtype f32` still asks for f32, and CUDA devices
+/// make the network 1.2-1.4× faster on a Zen 4, about 3× on a Xeon with AMX); `--dtype f32` still
+/// asks for f32, and CUDA devices
 /// keep f32 unless `--dtype` says otherwise. `--help` shows this machine's default. Exits with
 /// clap's message on bad arguments, as `C::parse` does.
 pub fn parse_preferring_cpu_bf16<C: clap::Parser>(

@@ -206,6 +206,50 @@ fn short(file: &str) -> String {
         .into_owned()
 }
 
+/// `tag`'s default precision (bf16 products on CPUs with native bf16, AMX included) gives the
+/// labels f32 gives, with the embedded model at its calibrated thresholds, on every readable test
+/// photo (the condition for defaulting to bf16). On CPUs without native bf16 both runs are f32.
+#[test]
+fn default_precision_labels_equal_f32_labels_on_the_real_test_photos() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = fixtures().join("photos");
+    let summary = ok(&run(
+        TAG,
+        &[photos.to_str().unwrap(), "-o", "default.jsonl"],
+        dir.path(),
+    ));
+    ok(&run(
+        TAG,
+        &[
+            photos.to_str().unwrap(),
+            "-o",
+            "f32.jsonl",
+            "--dtype",
+            "f32",
+        ],
+        dir.path(),
+    ));
+    let labels = |name: &str| -> BTreeMap<String, BTreeSet<String>> {
+        read_jsonl(&dir.path().join(name))
+            .into_iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| (r.file, r.labels.into_iter().collect()))
+            .collect()
+    };
+    let (default, f32) = (labels("default.jsonl"), labels("f32.jsonl"));
+    assert!(f32.len() >= 20, "{} readable photos: {summary}", f32.len());
+    assert_eq!(
+        default.keys().collect::<Vec<_>>(),
+        f32.keys().collect::<Vec<_>>()
+    );
+    for (file, want) in &f32 {
+        assert_eq!(
+            &default[file], want,
+            "{file}: default precision against f32"
+        );
+    }
+}
+
 #[test]
 fn formats_agree_labels_match_ground_truth_and_bad_photos_are_reported() {
     let dir = tempfile::tempdir().unwrap();
