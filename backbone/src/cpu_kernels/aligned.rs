@@ -1,14 +1,15 @@
 //! A growable buffer of 32-bit words that starts on a cache line, for packed operands whose rows
 //! the products load 64 bytes at a time: an AMX tile row that straddles two cache lines costs two
-//! loads, and measured on a Xeon with AMX the tile products ran at 0.7-0.9 TFLOP/s per core from
-//! misaligned operands against 1.1-2.1 from aligned ones.
+//! loads. In a microbenchmark of the 3×3 layers' products on one core of a Xeon with AMX, operands
+//! whose buffers started 16 bytes off a line ran at 0.7-0.9 TFLOP/s, line-aligned ones at 1.3-1.5
+//! (and at 1.75-2.2 where every tap's rows were aligned too).
 //!
 //! Large buffers (from [`HUGE_PAGE_BYTES`] on), and any made by [`AlignedWords::on_huge_pages`],
-//! are mapped on their own and, on Linux, offered transparent huge pages: an AMX tile of image columns reads 16 rows one pair plane apart (up to
-//! 14 KB), i.e. 16 different 4 KiB pages, and the address translations then cost more than the
-//! loads (the tile products of a 3×3 convolution over 64 channels at 56 × 56 ran at 0.8 TFLOP/s
-//! per core on 4 KiB pages, 2.4 on 2 MiB ones). Where the kernel gives no huge pages the mapping
-//! is an ordinary one.
+//! are mapped on their own and, on Linux, offered transparent huge pages: an AMX tile of image
+//! columns reads 16 rows one pair plane apart (up to 14 KB), i.e. 16 different 4 KiB pages. In the
+//! same microbenchmark that took the 64-channel 3×3 layer at 56 × 56 from 2.2 to 2.4 TFLOP/s; in
+//! whole passes no difference showed (the allocator's own arenas already sit on huge pages).
+//! Where the kernel gives no huge pages the mapping is an ordinary one.
 
 use std::ops::{Deref, DerefMut};
 
