@@ -8,8 +8,8 @@
 //!
 //! Weights: [`ConvTiles`], per block of 16 output channels, per tap, per 32 input channels, one
 //! 16 × 16-word tile. Products: 32 output channels × 32 columns at a time
-//! ([`super::amx::kernels::products`]), then the bias and activation on their way into the
-//! output planes.
+//! ([`super::amx::kernels::products`]), then the bias, the activation and (for a residual
+//! block's last convolution) the shortcut's add and ReLU on their way into the output planes.
 
 use std::cell::Cell;
 
