@@ -119,9 +119,8 @@ impl Deref for AlignedWords {
 
     fn deref(&self) -> &[u32] {
         #[allow(unsafe_code)]
-        // SAFETY: the storage holds `capacity() ≥ len` initialised words from this pointer (a
-        // `Line` is `repr(C)` around `[u32; 16]` with no padding; a mapping is zero-filled by
-        // the kernel), aligned to 64 bytes.
+        // A `Line` is `repr(C)` around `[u32; 16]` with no padding; a mapping is zero-filled.
+        // SAFETY: the storage holds `capacity() ≥ len` initialised, 64-byte aligned words.
         unsafe {
             std::slice::from_raw_parts(self.data_ptr(), self.len)
         }
@@ -182,9 +181,8 @@ impl Mapping {
             return None;
         }
         let skip = (base as usize).next_multiple_of(HUGE_PAGE_BYTES) - base as usize;
-        // SAFETY: `skip < HUGE_PAGE_BYTES`, so `data` and the `data_bytes` after it lie inside
-        // the `total` bytes mapped.
         #[allow(unsafe_code)]
+        // SAFETY: `skip < HUGE_PAGE_BYTES`: `data` and `data_bytes` after it lie in the mapping.
         let data = unsafe { base.cast::<u8>().add(skip) };
         #[cfg(target_os = "linux")]
         #[allow(unsafe_code)]

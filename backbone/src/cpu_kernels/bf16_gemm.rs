@@ -667,10 +667,9 @@ pub(super) mod avx512 {
         assert!(values.len() <= 32 && words.len() >= 16);
         let lanes = |count: usize| ((1u64 << count.min(16)) - 1) as __mmask16;
         let (lo_mask, hi_mask) = (lanes(values.len()), lanes(values.len().saturating_sub(16)));
-        // Masked lanes are not accessed, so the second half's base may lie past the slice.
-        // SAFETY: the masks read only the slice's values; 16 words are written (asserted). In
-        // `cvtne2ps_pbh(hi, lo)` the lanes of `lo` come first, so word `i` holds values `2i`
-        // (low half) and `2i + 1`.
+        // Masked lanes are not accessed, so the second half's base may lie past the slice. In
+        // `cvtne2ps_pbh(hi, lo)` the lanes of `lo` come first: word `i` holds values `2i`, `2i+1`.
+        // SAFETY: the masks read only the slice's values; 16 words are written (asserted).
         unsafe {
             let lo = _mm512_maskz_loadu_ps(lo_mask, values.as_ptr());
             let hi = _mm512_maskz_loadu_ps(hi_mask, values.as_ptr().wrapping_add(16));

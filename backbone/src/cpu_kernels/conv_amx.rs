@@ -373,9 +373,9 @@ unsafe fn multiply_task(
             let rows = (o - rb * TILE_ROWS).min(2 * TILE_ROWS);
             for panel in panels.clone() {
                 let b = planes[panel * PANEL..].as_ptr();
-                // SAFETY: the weight tiles hold `steps` tiles per row block; each step reads 16
-                // pair planes of this image from the panel at its tap's shift, inside the
-                // image's planes (asserted above).
+                // The weight tiles hold `steps` tiles per row block; each step reads 16 pair
+                // planes of this image from the panel at its tap's shift.
+                // SAFETY: every read lies inside the image's planes (asserted above).
                 unsafe { products(&tiles, a0, a1, b, offsets, grid.plane * 4, &mut block) };
                 grid.runs(panel, g, &mut runs);
                 for r in 0..rows {
